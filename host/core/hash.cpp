@@ -1,0 +1,28 @@
+#include "core/hash.h"
+
+#include <cstdio>
+
+namespace shepherd {
+
+uint64_t stable_hash64(std::string_view data) {
+  // FNV-1a, then a murmur-style finalizer to spread nearby inputs apart.
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (unsigned char c : data) {
+    h ^= c;
+    h *= 0x100000001b3ULL;
+  }
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ULL;
+  h ^= h >> 33;
+  return h;
+}
+
+std::string stable_hash_hex(std::string_view data) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(stable_hash64(data)));
+  return buf;
+}
+
+}  // namespace shepherd

@@ -1,0 +1,42 @@
+#pragma once
+// One event-loop thread driving every transfer through libcurl's multi
+// interface (curl_multi_socket_action + epoll): thousands in flight at once,
+// connections reused, no thread and no blocking call per request.
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "http/http_types.h"
+
+namespace shepherd {
+
+struct HttpClientOptions {
+  size_t max_connections = 20'000;  // size of curl's connection cache
+};
+
+class HttpClient {
+ public:
+  // Called on the loop thread with every response finished in one loop turn.
+  // Must be quick: hand the batch to another thread.
+  using CompletionSink = std::function<void(std::vector<HttpResponse>&&)>;
+
+  HttpClient(HttpClientOptions options, CompletionSink sink);
+  ~HttpClient();  // cancels what is in flight (no completions delivered) and joins
+  HttpClient(const HttpClient&) = delete;
+  HttpClient& operator=(const HttpClient&) = delete;
+
+  // Thread-safe; wakes the loop once per batch.
+  void submit(std::vector<HttpRequest>&& batch);
+  void submit(HttpRequest&& request);
+
+  // Thread-safe: aborts every transfer; each is delivered with Transport::cancelled.
+  void cancel_all();
+
+  size_t in_flight() const;  // submitted and not yet delivered
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace shepherd

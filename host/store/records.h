@@ -1,0 +1,78 @@
+#pragma once
+// Plain rows that cross from the engine to the store.
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace shepherd {
+
+enum class TaskState { pending, done, failed };
+std::string_view to_string(TaskState s);
+TaskState task_state_from(std::string_view s);  // throws Error on an unknown name
+
+struct TaskSeed {
+  std::string id;         // stable task id
+  std::string dims_json;  // canonical JSON object of the cell (sorted keys)
+};
+
+struct StoredTask {
+  std::string id;
+  TaskState state = TaskState::pending;
+  int attempts = 0;  // over all runs
+};
+
+struct RunInfo {
+  std::string suite;       // suite name
+  std::string suite_path;  // absolute path of the suite file
+  std::string host;        // hostname
+  int pid = 0;
+  std::string config_hash;     // hash of the suite file's text
+  std::string policy_version;  // hash of the policy sources in use
+};
+
+// One finished attempt and the state its task moves to, committed together.
+struct AttemptRecord {
+  std::string task_id;
+  int64_t run_id = 0;
+  int n = 0;                     // attempt number of this task over all runs (1-based)
+  std::string key_id;            // the key's id, never its value
+  std::string endpoint;          // base URL
+  std::string model_requested;
+  std::string model_answered;    // empty when unknown
+  long http_status = 0;
+  std::string transport;         // "" or a Transport name
+  std::string cls;               // classify's class
+  std::string decision;          // "done", "retry", "fail", ...
+  std::string error_code;        // empty on success
+  std::string error_message;
+  std::string policy_version;
+  double latency_ms = 0;
+  int64_t prompt_tokens = -1;    // -1 = unknown
+  int64_t completion_tokens = -1;
+  double started_at = 0;         // unix seconds
+  double ended_at = 0;
+  std::string response;          // raw response body (possibly truncated)
+
+  // The task after this attempt.
+  TaskState task_state = TaskState::pending;
+  int task_attempts = 0;         // == n
+  std::string content;           // final assistant text when done
+  std::string usage_json;        // the answer's usage object as JSON, or empty
+};
+
+// A task state change without an attempt (e.g. sent back to pending).
+struct TaskStateRecord {
+  std::string task_id;
+  TaskState state = TaskState::pending;
+  std::string error_code;
+  std::string error_message;
+};
+
+struct EventRecord {
+  int64_t run_id = 0;
+  double at = 0;            // unix seconds
+  std::string kind;         // e.g. "run_started", "policy_reload", "cooldown"
+  std::string detail_json;  // JSON object
+};
+
+}  // namespace shepherd

@@ -1,0 +1,71 @@
+#pragma once
+// The single source of truth: one SQLite file (WAL). Schema carries a version
+// in `meta` and is migrated forward on open. Queries for status and export
+// live here; the hot write path is the Writer's.
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "store/records.h"
+
+namespace SQLite { class Database; }
+
+namespace shepherd {
+
+struct ExportRow {
+  std::string task;
+  std::string dims_json;
+  TaskState state = TaskState::pending;
+  std::string model;          // model that answered the final attempt, empty if none
+  std::string content;        // final assistant text, empty if none
+  int attempts = 0;
+  std::string error_code;     // empty: no error
+  std::string error_message;
+  double latency_ms = -1;     // -1: none
+  std::string usage_json;     // empty: none
+};
+
+class Store {
+ public:
+  static constexpr int kSchemaVersion = 1;
+  enum class Mode { read_write, read_only };
+
+  // read_write creates the file and migrates; read_only requires an existing
+  // store (Error STORE_OPEN_FAILED otherwise). A store whose schema is newer
+  // than this binary's is refused (STORE_SCHEMA_TOO_NEW).
+  Store(const std::string& path, Mode mode);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  int schema_version() const;
+
+  int64_t begin_run(const RunInfo& info);
+  void finish_run(int64_t run_id, const std::string& outcome, const nlohmann::json& summary);
+
+  // INSERT OR IGNORE every seed as `pending`, in one transaction.
+  void ensure_tasks(const std::string& suite, const std::vector<TaskSeed>& seeds);
+  std::vector<StoredTask> load_tasks(const std::string& suite);
+  int reset_failed(const std::string& suite);  // failed -> pending; returns how many
+
+  // Groups tasks by the named dims (none: one group). Shape:
+  // {"suite","by":[...],"groups":[{"key":{dim:value},"total","done","failed","pending",
+  //  "completion_rate","failure_rate","failures_by_class":{class:n}}],"overall":{same, no key}}
+  nlohmann::json status(const std::string& suite, const std::vector<std::string>& by);
+
+  void export_tasks(const std::string& suite, const std::function<void(const ExportRow&)>& sink);
+
+  // All events, oldest first, as {"run","at","kind","detail"}.
+  nlohmann::json events(const std::string& suite);
+
+  bool integrity_ok();
+  SQLite::Database& db();
+
+ private:
+  std::unique_ptr<SQLite::Database> db_;
+};
+
+}  // namespace shepherd

@@ -1,0 +1,52 @@
+#pragma once
+// The one writer thread: takes every record pushed since its last commit and
+// commits them in one transaction (group commit). A record is committed within
+// a few milliseconds of push(); never "every N tasks".
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "store/records.h"
+
+namespace shepherd {
+
+class Error;
+
+class Writer {
+ public:
+  explicit Writer(const std::string& db_path);
+  ~Writer();  // commits what is queued, then joins
+  Writer(const Writer&) = delete;
+  Writer& operator=(const Writer&) = delete;
+
+  // Thread-safe, never blocks on the database.
+  void push(AttemptRecord&& record);
+  void push(TaskStateRecord&& record);
+  void push(EventRecord&& record);
+
+  // Blocks until everything pushed before the call is committed.
+  void flush();
+
+  uint64_t committed() const;  // records committed so far
+  // A failed commit stops the writer; the run must stop. Null while healthy.
+  std::shared_ptr<const Error> failure() const;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Exclusive hold on a store for one `run`: an flock on "<db>.lock", released
+// by the kernel when the process dies, so kill -9 never leaves it stuck.
+class StoreLock {
+ public:
+  explicit StoreLock(const std::string& db_path);  // throws Error(STORE_LOCKED)
+  ~StoreLock();
+  StoreLock(const StoreLock&) = delete;
+  StoreLock& operator=(const StoreLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+}  // namespace shepherd
