@@ -1,0 +1,83 @@
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "store/store.h"
+#include "suite/suite.h"
+
+namespace shepherd::cli {
+
+namespace {
+
+nlohmann::json record_of(const ExportRow& r) {
+  auto or_null = [](const std::string& s) { return s.empty() ? nlohmann::json() : nlohmann::json(s); };
+  nlohmann::json error;
+  if (!r.error_code.empty()) error = {{"code", r.error_code}, {"message", r.error_message}};
+  nlohmann::json usage;
+  if (!r.usage_json.empty()) usage = nlohmann::json::parse(r.usage_json, nullptr, false);
+  if (usage.is_discarded()) usage = nullptr;
+  return {{"task", r.task},
+          {"dims", nlohmann::json::parse(r.dims_json)},
+          {"state", std::string(to_string(r.state))},
+          {"model", or_null(r.model)},
+          {"content", r.state == TaskState::done ? nlohmann::json(r.content) : nlohmann::json()},
+          {"attempts", r.attempts},
+          {"error", error},
+          {"latency_ms", r.latency_ms >= 0 ? nlohmann::json(r.latency_ms) : nlohmann::json()},
+          {"usage", usage}};
+}
+
+// RFC 4180: quote every field that needs it, double the quotes inside.
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
+
+std::string csv_value(const nlohmann::json& v) {
+  if (v.is_null()) return "";
+  if (v.is_string()) return csv_field(v.get<std::string>());
+  return csv_field(v.dump());
+}
+
+const char* const kFields[] = {"task", "dims", "state", "model", "content", "attempts", "error", "latency_ms", "usage"};
+
+}  // namespace
+
+int cmd_export(const GlobalOptions&, const ExportArgs& a) {
+  Suite suite = load_suite(a.suite, SuiteLoadOptions{false});
+  std::string db = default_db_path(suite.dir, suite.name, a.db);
+  Store store(db, Store::Mode::read_only);
+
+  std::ofstream file;
+  if (!a.out.empty()) {
+    file.open(a.out, std::ios::binary | std::ios::trunc);
+    if (!file) throw Error(codes::IO_ERROR, "cannot write " + a.out, Stage::cli, {{"path", a.out}});
+  }
+  std::ostream& out = a.out.empty() ? std::cout : file;
+  bool csv = a.format == "csv";
+  if (csv) {
+    for (size_t i = 0; i < std::size(kFields); ++i) out << (i ? "," : "") << kFields[i];
+    out << "\r\n";
+  }
+  store.export_tasks(suite.name, [&](const ExportRow& row) {
+    nlohmann::json rec = record_of(row);
+    if (!csv) {
+      out << rec.dump() << '\n';
+      return;
+    }
+    for (size_t i = 0; i < std::size(kFields); ++i) out << (i ? "," : "") << csv_value(rec[kFields[i]]);
+    out << "\r\n";
+  });
+  out.flush();
+  if (!out) throw Error(codes::IO_ERROR, "writing the export failed", Stage::cli);
+  return kExitOk;
+}
+
+}  // namespace shepherd::cli

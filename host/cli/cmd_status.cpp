@@ -1,0 +1,101 @@
+#include <cstdio>
+#include <iostream>
+#include <sstream>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "store/store.h"
+#include "suite/suite.h"
+
+namespace shepherd::cli {
+
+namespace {
+
+std::vector<std::string> split_dims(const std::string& by, const Suite& suite) {
+  std::vector<std::string> out;
+  std::stringstream in(by);
+  std::string dim;
+  while (std::getline(in, dim, ',')) {
+    if (dim.empty()) continue;
+    bool known = false;
+    std::string names;
+    for (const auto& d : suite.dims) {
+      known = known || d.name == dim;
+      names += (names.empty() ? "" : ", ") + d.name;
+    }
+    if (!known) {
+      throw Error(codes::USAGE, "--by " + dim + ": not a dimension of suite " + suite.name + " (" + names + ")",
+                  Stage::cli, {{"dimension", dim}});
+    }
+    out.push_back(dim);
+  }
+  return out;
+}
+
+std::string percent(double v) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%.1f%%", v * 100);
+  return buf;
+}
+
+std::string value_text(const nlohmann::json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
+
+void print_table(const nlohmann::json& s, const std::vector<std::string>& by) {
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> header = by.empty() ? std::vector<std::string>{"group"} : by;
+  for (const char* h : {"total", "done", "failed", "pending", "completion", "failure", "failures by class"}) header.push_back(h);
+  rows.push_back(header);
+  auto row_of = [&](const nlohmann::json& grp, std::vector<std::string> cells) {
+    for (const char* k : {"total", "done", "failed", "pending"}) cells.push_back(std::to_string(grp[k].get<long long>()));
+    cells.push_back(percent(grp["completion_rate"].get<double>()));
+    cells.push_back(percent(grp["failure_rate"].get<double>()));
+    std::string classes;
+    for (const auto& [cls, n] : grp["failures_by_class"].items()) {
+      classes += (classes.empty() ? "" : " ") + cls + "=" + std::to_string(n.get<long long>());
+    }
+    cells.push_back(classes.empty() ? "-" : classes);
+    rows.push_back(std::move(cells));
+  };
+  if (!by.empty()) {
+    for (const auto& grp : s["groups"]) {
+      std::vector<std::string> cells;
+      for (const auto& d : by) cells.push_back(value_text(grp["key"][d]));
+      row_of(grp, cells);
+    }
+  }
+  std::vector<std::string> all_cells(by.empty() ? 1 : by.size(), "");
+  all_cells[0] = "all";
+  row_of(s["overall"], all_cells);
+
+  std::vector<size_t> width(header.size(), 0);
+  for (const auto& r : rows)
+    for (size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
+  for (const auto& r : rows) {
+    std::string line;
+    for (size_t i = 0; i < r.size(); ++i) {
+      line += r[i];
+      if (i + 1 < r.size()) line += std::string(width[i] - r[i].size() + 2, ' ');
+    }
+    std::printf("%s\n", line.c_str());
+  }
+}
+
+}  // namespace
+
+int cmd_status(const GlobalOptions& g, const StatusArgs& a) {
+  Suite suite = load_suite(a.suite, SuiteLoadOptions{false});
+  auto by = split_dims(a.by, suite);
+  std::string db = default_db_path(suite.dir, suite.name, a.db);
+  Store store(db, Store::Mode::read_only);
+  nlohmann::json s = store.status(suite.name, by);
+  if (g.json) {
+    s["store"] = db;
+    std::cout << s.dump() << std::endl;
+  } else {
+    std::printf("suite %s  store %s\n", suite.name.c_str(), db.c_str());
+    print_table(s, by);
+  }
+  return kExitOk;
+}
+
+}  // namespace shepherd::cli

@@ -1,0 +1,56 @@
+#pragma once
+// One function per subcommand; each returns the process exit code.
+#include <string>
+#include <vector>
+
+namespace shepherd::cli {
+
+// Exit codes: documented in the README.
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitInternal = 1,   // runtime failure (store, internal error)
+  kExitUsage = 2,      // usage, configuration or suite error
+  kExitStopped = 3,    // stopped early: interrupted, models exhausted
+};
+
+struct GlobalOptions {
+  bool json = false;
+  bool verbose = false;
+  bool quiet = false;
+};
+
+struct RunArgs {
+  std::string suite;
+  std::string db;
+  int workers = 1;
+  bool retry_failed = false;
+  long grace_ms = 5000;
+  bool no_progress = false;
+};
+int cmd_run(const GlobalOptions& g, const RunArgs& a);
+
+struct StatusArgs {
+  std::string suite;
+  std::string db;
+  std::string by;  // "dim[,dim…]"
+};
+int cmd_status(const GlobalOptions& g, const StatusArgs& a);
+
+struct ExportArgs {
+  std::string suite;
+  std::string db;
+  std::string format;  // jsonl | csv
+  std::string out;     // empty: stdout
+};
+int cmd_export(const GlobalOptions& g, const ExportArgs& a);
+
+struct MockArgs {
+  int port = 8089;
+  std::string scenario;
+};
+int cmd_mock(const GlobalOptions& g, const MockArgs& a);
+
+// The store of a suite: --db, else <suite dir>/<name>.db.
+std::string default_db_path(const std::string& suite_dir, const std::string& suite_name, const std::string& db_flag);
+
+}  // namespace shepherd::cli

@@ -1,0 +1,117 @@
+// shepherd: run large batches of LLM API requests and keep them healthy.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <ctime>
+#include <iostream>
+
+#include <spdlog/spdlog.h>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "core/logging.h"
+
+using namespace shepherd;
+using namespace shepherd::cli;
+
+namespace {
+
+int exit_code_for(const Error& e) {
+  switch (e.stage()) {
+    case Stage::cli:
+    case Stage::config:
+    case Stage::validation:
+    case Stage::policy: return kExitUsage;
+    case Stage::execution:
+    case Stage::storage: return kExitInternal;
+  }
+  return kExitInternal;
+}
+
+std::string iso_now() {
+  char buf[32];
+  std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+int report(const GlobalOptions& g, const Error& e) {
+  if (g.json) {
+    nlohmann::json out = {{"status", "error"}, {"error", e.to_json()}, {"timestamp", iso_now()}};
+    std::cout << out.dump() << std::endl;
+  } else {
+    std::fprintf(stderr, "shepherd: error %s: %s\n", e.code().c_str(), e.what());
+  }
+  return exit_code_for(e);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"shepherd: run large batches of LLM API requests, durably and concurrently"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", SHEPHERD_VERSION_STRING);
+  GlobalOptions g;
+  app.add_flag("--json", g.json, "Print results and errors as JSON on stdout")->configurable(false);
+  app.add_flag("-v,--verbose", g.verbose, "Log every attempt on stderr");
+  app.add_flag("-q,--quiet", g.quiet, "Only errors on stderr");
+  app.fallthrough();
+
+  RunArgs run;
+  auto* run_cmd = app.add_subcommand("run", "Run every task of SUITE not yet done (resumes by default)");
+  run_cmd->add_option("suite", run.suite, "Suite file (Lua)")->required();
+  run_cmd->add_option("--db", run.db, "Store path (default: <suite name>.db beside the suite)");
+  run_cmd->add_option("--workers", run.workers, "Worker threads with a Lua state each")->check(CLI::Range(1, 64));
+  run_cmd->add_flag("--retry-failed", run.retry_failed, "Send failed tasks back to pending first");
+  run_cmd->add_option("--grace-ms", run.grace_ms, "After SIGINT/SIGTERM, how long in-flight requests may finish")
+      ->check(CLI::Range(0L, 3'600'000L));
+  run_cmd->add_flag("--no-progress", run.no_progress, "No live progress line");
+
+  StatusArgs status;
+  auto* status_cmd = app.add_subcommand("status", "Completion and failures per group");
+  status_cmd->add_option("suite", status.suite, "Suite file (Lua)")->required();
+  status_cmd->add_option("--db", status.db, "Store path");
+  status_cmd->add_option("--by", status.by, "Group by these dimensions: DIM[,DIM…]");
+
+  ExportArgs exp;
+  auto* export_cmd = app.add_subcommand("export", "One record per task, as JSON lines or CSV");
+  export_cmd->add_option("suite", exp.suite, "Suite file (Lua)")->required();
+  export_cmd->add_option("--db", exp.db, "Store path");
+  export_cmd->add_option("--format", exp.format, "jsonl or csv")->required()->check(CLI::IsMember({"jsonl", "csv"}));
+  export_cmd->add_option("--out", exp.out, "Output file (default: stdout)");
+
+  MockArgs mock;
+  auto* mock_cmd = app.add_subcommand("mock", "Serve the built-in OpenAI-compatible mock provider on 127.0.0.1");
+  mock_cmd->add_option("--port", mock.port, "Port (0: any free port)")->check(CLI::Range(0, 65535));
+  mock_cmd->add_option("--scenario", mock.scenario, "Scenario file (.json or .lua)");
+
+  for (auto* sub : {run_cmd, status_cmd, export_cmd, mock_cmd}) {
+    sub->add_flag("--json", g.json, "Print results and errors as JSON on stdout");
+  }
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    return report(g, Error(codes::USAGE, e.what(), Stage::cli));
+  }
+
+  init_logging(g.verbose, g.quiet);
+  try {
+    if (*run_cmd) return cmd_run(g, run);
+    if (*status_cmd) return cmd_status(g, status);
+    if (*export_cmd) return cmd_export(g, exp);
+    if (*mock_cmd) return cmd_mock(g, mock);
+  } catch (const Error& e) {
+    return report(g, e);
+  } catch (const std::exception& e) {
+    return report(g, Error(codes::INTERNAL, e.what(), Stage::execution));
+  }
+  return kExitInternal;
+}

@@ -1,0 +1,158 @@
+#include "engine/dispatcher.h"
+
+#include <algorithm>
+
+namespace shepherd {
+
+Dispatcher::Dispatcher(KeyPool pool, uint32_t current_model)
+    : pool_(std::move(pool)), current_model_(current_model) {}
+
+uint32_t Dispatcher::add_task(TaskRuntime task) {
+  uint32_t index = static_cast<uint32_t>(tasks_.size());
+  tasks_.push_back(std::move(task));
+  queue_for(tasks_.back()).push_back(index);
+  ++counters_.total;
+  ++counters_.waiting;
+  return index;
+}
+
+void Dispatcher::count_finished_before(uint64_t done, uint64_t failed) {
+  counters_.total += done + failed;
+  counters_.done += done;
+  counters_.failed += failed;
+}
+
+std::deque<uint32_t>& Dispatcher::queue_for(const TaskRuntime& t) {
+  size_t index = t.model >= 0 ? static_cast<size_t>(t.model) + 1 : 0;  // 0: resource tasks
+  if (ready_.size() <= index) ready_.resize(index + 1);
+  return ready_[index];
+}
+
+uint32_t Dispatcher::model_of(const TaskRuntime& t) const {
+  return t.model >= 0 ? static_cast<uint32_t>(t.model) : current_model_;
+}
+
+std::vector<Launch> Dispatcher::take_launches(TimePoint now, size_t max) {
+  std::vector<Launch> out;
+  std::lock_guard lock(mutex_);
+  if (stopping_) return out;
+  while (!retries_.empty() && retries_.top().at <= now) {
+    uint32_t t = retries_.top().task;
+    retries_.pop();
+    queue_for(tasks_[t]).push_back(t);
+  }
+  for (auto& queue : ready_) {
+    while (!queue.empty() && out.size() < max) {
+      TaskRuntime& t = tasks_[queue.front()];
+      uint32_t model = model_of(t);
+      int slot = pool_.acquire(model, now);
+      if (slot < 0) break;
+      t.slot = slot;
+      t.attempt_model = model;
+      out.push_back(Launch{queue.front(), slot, model});
+      queue.pop_front();
+    }
+  }
+  counters_.in_flight += out.size();
+  counters_.waiting -= out.size();
+  return out;
+}
+
+void Dispatcher::retry_at(uint32_t task, TimePoint due) {
+  std::lock_guard lock(mutex_);
+  retries_.push(Due{due, task});
+  --counters_.in_flight;
+  ++counters_.waiting;
+}
+
+void Dispatcher::back_to_queue(uint32_t task) {
+  std::lock_guard lock(mutex_);
+  queue_for(tasks_[task]).push_front(task);
+  --counters_.in_flight;
+  ++counters_.waiting;
+}
+
+void Dispatcher::finish(uint32_t task, TaskState state) {
+  (void)task;
+  std::lock_guard lock(mutex_);
+  --counters_.in_flight;
+  ++counters_.done_now;
+  if (state == TaskState::done) ++counters_.done;
+  if (state == TaskState::failed) ++counters_.failed;
+}
+
+void Dispatcher::release(int slot) {
+  std::lock_guard lock(mutex_);
+  pool_.release(slot);
+}
+
+void Dispatcher::cool_down(int slot, TimePoint until) {
+  std::lock_guard lock(mutex_);
+  pool_.cool_down(slot, until);
+}
+
+void Dispatcher::stop_dispatching() {
+  std::lock_guard lock(mutex_);
+  stopping_ = true;
+}
+
+bool Dispatcher::exhaust_model(uint32_t model, uint32_t task, uint32_t model_count) {
+  std::lock_guard lock(mutex_);
+  if (exhausted_.size() < model_count) exhausted_.resize(model_count, false);
+  exhausted_[model] = true;
+  queue_for(tasks_[task]).push_front(task);
+  --counters_.in_flight;
+  ++counters_.waiting;
+  if (model == current_model_) {
+    // Models are tried in the suite's order; one used up is never used again.
+    uint32_t next = current_model_;
+    while (next < model_count && exhausted_[next]) ++next;
+    if (next >= model_count) {
+      models_exhausted_ = true;
+      stopping_ = true;
+      return false;
+    }
+    current_model_ = next;
+  }
+  return !models_exhausted_;
+}
+
+bool Dispatcher::models_exhausted() const {
+  std::lock_guard lock(mutex_);
+  return models_exhausted_;
+}
+
+uint32_t Dispatcher::current_model() const {
+  std::lock_guard lock(mutex_);
+  return current_model_;
+}
+
+bool Dispatcher::stopping() const {
+  std::lock_guard lock(mutex_);
+  return stopping_;
+}
+
+bool Dispatcher::idle() const {
+  std::lock_guard lock(mutex_);
+  return counters_.in_flight == 0 && (stopping_ || counters_.waiting == 0);
+}
+
+TimePoint Dispatcher::next_wakeup(TimePoint now) const {
+  std::lock_guard lock(mutex_);
+  TimePoint next = TimePoint::max();
+  if (!retries_.empty()) next = std::min(next, retries_.top().at);
+  for (size_t m = 0; m < ready_.size(); ++m) {
+    if (ready_[m].empty()) continue;
+    uint32_t model = model_of(tasks_[ready_[m].front()]);
+    TimePoint ready_at = pool_.next_ready(model, now);
+    if (ready_at > now) next = std::min(next, ready_at);
+  }
+  return next;
+}
+
+DispatchCounters Dispatcher::counters() const {
+  std::lock_guard lock(mutex_);
+  return counters_;
+}
+
+}  // namespace shepherd

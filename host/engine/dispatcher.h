@@ -1,0 +1,105 @@
+#pragma once
+// Which task goes out next, on which (key, model) slot, and when a retry is
+// due. Ready tasks wait in one queue per model, so a busy model never holds
+// back another; nothing is ever paced by sleeping. Thread-safe.
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <queue>
+#include <string>
+#include <vector>
+
+#include "core/clock.h"
+#include "keys/key_pool.h"
+#include "policy/policy_io.h"
+#include "store/records.h"
+
+namespace shepherd {
+
+// One task of this run. While an attempt is in flight, only the thread that
+// handles its completion touches the task.
+struct TaskRuntime {
+  std::string id;
+  uint64_t ordinal = 0;     // cell in the matrix
+  int32_t model = -1;       // model index when the model is a dimension; -1: a resource
+  int attempts_total = 0;   // over all runs
+  int attempts_run = 0;     // in this run
+  std::vector<HistoryEntry> history;
+  // The attempt in flight:
+  int slot = -1;
+  uint32_t attempt_model = 0;
+  TimePoint sent_at{};
+  double sent_unix = 0;
+};
+
+struct Launch {
+  uint32_t task = 0;
+  int slot = -1;
+  uint32_t model = 0;
+};
+
+struct DispatchCounters {
+  uint64_t total = 0;     // tasks in this run's plan
+  uint64_t done = 0;      // including those done before this run
+  uint64_t failed = 0;
+  uint64_t in_flight = 0;
+  uint64_t waiting = 0;   // ready or waiting for a retry
+  uint64_t done_now = 0;  // finished by this run
+};
+
+class Dispatcher {
+ public:
+  Dispatcher(KeyPool pool, uint32_t current_model);
+
+  // Setup, before any thread runs.
+  uint32_t add_task(TaskRuntime task);
+  void count_finished_before(uint64_t done, uint64_t failed);
+
+  // Retries that are due move to the ready queues; then every ready task
+  // that can get a slot is granted one (at most `max`).
+  std::vector<Launch> take_launches(TimePoint now, size_t max);
+
+  void retry_at(uint32_t task, TimePoint due);
+  void back_to_queue(uint32_t task);  // e.g. cancelled: unsent work, no attempt
+  void finish(uint32_t task, TaskState state);
+  void release(int slot);
+  void cool_down(int slot, TimePoint until);
+  void stop_dispatching();
+
+  // Resource models only: `model` is used up. The task goes back to the queue
+  // and the current model moves to the next one never used in this run.
+  // False when none is left: dispatching stops, unfinished tasks stay pending.
+  bool exhaust_model(uint32_t model, uint32_t task, uint32_t model_count);
+  bool models_exhausted() const;
+  uint32_t current_model() const;
+
+  bool stopping() const;
+  bool idle() const;  // nothing in flight, and nothing left to send (or stopping)
+  TimePoint next_wakeup(TimePoint now) const;  // the next due retry or cooldown end
+  DispatchCounters counters() const;
+
+  TaskRuntime& task(uint32_t index) { return tasks_[index]; }
+  const KeyPool& pool() const { return pool_; }  // read under no lock: for setup/tests only
+
+ private:
+  std::deque<uint32_t>& queue_for(const TaskRuntime& t);
+  uint32_t model_of(const TaskRuntime& t) const;
+
+  mutable std::mutex mutex_;
+  KeyPool pool_;
+  std::vector<TaskRuntime> tasks_;
+  std::vector<std::deque<uint32_t>> ready_;  // [0]: resource tasks; [m + 1]: model m
+  struct Due {
+    TimePoint at;
+    uint32_t task;
+    bool operator>(const Due& o) const { return at > o.at; }
+  };
+  std::priority_queue<Due, std::vector<Due>, std::greater<>> retries_;
+  uint32_t current_model_ = 0;  // for tasks whose model is a resource
+  std::vector<bool> exhausted_;
+  bool models_exhausted_ = false;
+  DispatchCounters counters_;
+  bool stopping_ = false;
+};
+
+}  // namespace shepherd

@@ -1,0 +1,29 @@
+#pragma once
+// What every worker of one run reads and never changes.
+#include <string>
+#include <vector>
+
+#include "policy/policy_sources.h"
+#include "suite/matrix.h"
+#include "suite/suite.h"
+
+namespace shepherd {
+
+struct KeyBinding {  // by key-pool key index
+  const ProviderSpec* provider = nullptr;
+  std::string key_id;
+  std::string auth_header;  // "Authorization: Bearer …": the only place a key's value lives
+  std::string url;          // {base_url}/chat/completions
+};
+
+struct RunContext {
+  const Suite* suite = nullptr;
+  const Matrix* matrix = nullptr;
+  PolicySources policies;
+  std::vector<KeyBinding> keys;
+  std::vector<uint32_t> slot_key;   // key-pool slot -> key index
+  std::vector<std::string> models;  // model index -> name
+  int64_t run_id = 0;
+};
+
+}  // namespace shepherd

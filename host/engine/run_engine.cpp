@@ -1,0 +1,334 @@
+#include "engine/run_engine.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <filesystem>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "core/error.h"
+#include "core/logging.h"
+#include "engine/progress.h"
+#include "engine/run_context.h"
+#include "engine/task_worker.h"
+#include "http/http_client.h"
+#include "store/store.h"
+#include "store/writer.h"
+
+namespace fs = std::filesystem;
+
+namespace shepherd {
+
+namespace {
+
+// Answers from the HTTP loop, waiting for a worker.
+struct CompletionQueue {
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::vector<HttpResponse> items;
+  bool kick = true;  // a worker should look for launches even without answers
+  bool closed = false;
+};
+
+std::string hostname() {
+  char buf[256] = {};
+  gethostname(buf, sizeof buf - 1);
+  return buf;
+}
+
+class Run {
+ public:
+  Run(const Suite& suite, const RunOptions& options) : suite_(suite), options_(options), matrix_(suite.dims) {}
+
+  RunReport execute();
+
+ private:
+  void plan(Store& store);
+  void worker_loop(TaskWorker& worker);
+  void handle(TaskWorker& worker, HttpResponse& response);
+  void launch(TaskWorker& worker);
+  void wake_all();
+
+  const Suite& suite_;
+  const RunOptions& options_;
+  Matrix matrix_;
+  RunContext ctx_;
+  std::unique_ptr<Dispatcher> dispatcher_;
+  std::unique_ptr<Writer> writer_;
+  std::unique_ptr<HttpClient> http_;
+  CompletionQueue queue_;
+  std::atomic<bool> workers_done_{false};
+};
+
+void Run::plan(Store& store) {
+  std::vector<TaskSeed> seeds;
+  seeds.reserve(matrix_.size());
+  std::vector<std::string> ids;
+  ids.reserve(matrix_.size());
+  for (uint64_t i = 0; i < matrix_.size(); ++i) {
+    nlohmann::json cell = matrix_.cell(i);
+    ids.push_back(task_id_for(suite_.name, cell));
+    seeds.push_back(TaskSeed{ids.back(), cell.dump()});
+  }
+  store.ensure_tasks(suite_.name, seeds);
+  seeds.clear();
+  if (options_.retry_failed) {
+    int n = store.reset_failed(suite_.name);
+    if (n > 0) spdlog::info("{} failed tasks sent back to pending (--retry-failed)", n);
+  }
+  std::unordered_map<std::string, StoredTask> stored;
+  for (auto& t : store.load_tasks(suite_.name)) stored.emplace(t.id, t);
+
+  // Slots: every key of every provider, for each model that provider serves.
+  KeyPool pool;
+  ctx_.models = suite_.models;
+  for (uint32_t p = 0; p < suite_.providers.size(); ++p) {
+    const ProviderSpec& provider = suite_.providers[p];
+    for (const KeySpec& key : provider.keys) {
+      uint32_t key_index = pool.add_key(key.id, p);
+      ctx_.keys.push_back(KeyBinding{&provider, key.id, "Authorization: Bearer " + key.value,
+                                     provider.base_url + "/chat/completions"});
+      for (uint32_t m = 0; m < ctx_.models.size(); ++m) {
+        if (std::find(provider.models.begin(), provider.models.end(), ctx_.models[m]) == provider.models.end()) continue;
+        pool.add_slot(key_index, m, provider.limits.concurrency);
+        ctx_.slot_key.push_back(key_index);
+      }
+    }
+  }
+  dispatcher_ = std::make_unique<Dispatcher>(std::move(pool), 0);
+
+  size_t model_dim = 0;
+  for (size_t d = 0; d < matrix_.dims().size(); ++d)
+    if (matrix_.dims()[d].name == "model") model_dim = d;
+  uint64_t done = 0, failed = 0;
+  for (uint64_t i = 0; i < matrix_.size(); ++i) {
+    const StoredTask& s = stored.at(ids[i]);
+    if (s.state == TaskState::done) { ++done; continue; }
+    if (s.state == TaskState::failed) { ++failed; continue; }
+    TaskRuntime t;
+    t.id = ids[i];
+    t.ordinal = i;
+    t.attempts_total = s.attempts;
+    if (suite_.model_is_dimension) t.model = static_cast<int32_t>(matrix_.value_indices(i)[model_dim]);
+    dispatcher_->add_task(std::move(t));
+  }
+  dispatcher_->count_finished_before(done, failed);
+}
+
+void Run::wake_all() {
+  {
+    std::lock_guard lock(queue_.mutex);
+    queue_.kick = true;
+  }
+  queue_.cv.notify_all();
+}
+
+void Run::launch(TaskWorker& worker) {
+  auto launches = dispatcher_->take_launches(SteadyClock::now(), 1024);
+  if (launches.empty()) return;
+  std::vector<HttpRequest> batch;
+  batch.reserve(launches.size());
+  for (const Launch& l : launches) {
+    TaskRuntime& t = dispatcher_->task(l.task);
+    HttpRequest request;
+    std::string error;
+    if (!worker.build_request(l.task, t, request, error)) {
+      spdlog::warn("task {}: {}", t.id, error);
+      writer_->push(worker.unsent_failure(t, codes::REQUEST_BUILD_FAILED, error));
+      dispatcher_->release(t.slot);
+      dispatcher_->finish(l.task, TaskState::failed);
+      continue;
+    }
+    t.sent_at = SteadyClock::now();
+    t.sent_unix = unix_now();
+    batch.push_back(std::move(request));
+  }
+  http_->submit(std::move(batch));
+}
+
+void Run::handle(TaskWorker& worker, HttpResponse& r) {
+  uint32_t index = static_cast<uint32_t>(r.id);
+  TaskRuntime& t = dispatcher_->task(index);
+  if (r.transport == Transport::cancelled) {  // stopped before an answer: not an attempt
+    dispatcher_->release(t.slot);
+    dispatcher_->back_to_queue(index);
+    return;
+  }
+  AttemptOutcome out = worker.judge(t, r);
+  TimePoint now = SteadyClock::now();
+  if (out.cooldown_ms >= 0) dispatcher_->cool_down(t.slot, now + Millis(out.cooldown_ms));
+  dispatcher_->release(t.slot);
+  const AttemptRecord& rec = out.record;
+  switch (out.kind) {
+    case AttemptOutcome::Kind::done:
+      dispatcher_->finish(index, TaskState::done);
+      break;
+    case AttemptOutcome::Kind::retry:
+      spdlog::debug("task {} attempt {}: {} ({}), retry in {} ms", t.id, rec.n, rec.cls, rec.error_message,
+                    out.delay_ms);
+      dispatcher_->retry_at(index, now + Millis(out.delay_ms));
+      break;
+    case AttemptOutcome::Kind::fail:
+      spdlog::info("task {} failed after {} attempts: {} {}", t.id, rec.n, rec.error_code, rec.error_message);
+      dispatcher_->finish(index, TaskState::failed);
+      break;
+    case AttemptOutcome::Kind::switch_model: {
+      const std::string& from = ctx_.models[t.attempt_model];
+      bool left = dispatcher_->exhaust_model(t.attempt_model, index, static_cast<uint32_t>(ctx_.models.size()));
+      uint32_t to = dispatcher_->current_model();
+      writer_->push(EventRecord{ctx_.run_id, unix_now(), "model_exhausted",
+                                nlohmann::json{{"model", from}, {"class", rec.cls}, {"next", left ? ctx_.models[to] : ""}}.dump()});
+      if (left) {
+        spdlog::warn("model {} exhausted ({}); switching to {}", from, rec.cls, ctx_.models[to]);
+      } else {
+        spdlog::error("model {} exhausted ({}) and no model is left: stopping", from, rec.cls);
+      }
+      break;
+    }
+  }
+  writer_->push(std::move(out.record));
+}
+
+void Run::worker_loop(TaskWorker& worker) {
+  std::vector<HttpResponse> batch;
+  while (!workers_done_.load()) {
+    TimePoint now = SteadyClock::now();
+    TimePoint wake = std::min(dispatcher_->next_wakeup(now), now + Millis(100));
+    {
+      std::unique_lock lock(queue_.mutex);
+      queue_.cv.wait_until(lock, wake, [&] { return !queue_.items.empty() || queue_.kick || queue_.closed; });
+      if (queue_.closed) return;
+      size_t take = std::min<size_t>(queue_.items.size(), 256);
+      batch.assign(std::make_move_iterator(queue_.items.begin()),
+                   std::make_move_iterator(queue_.items.begin() + static_cast<long>(take)));
+      queue_.items.erase(queue_.items.begin(), queue_.items.begin() + static_cast<long>(take));
+      queue_.kick = false;
+    }
+    for (auto& r : batch) handle(worker, r);
+    batch.clear();
+    launch(worker);
+    if (dispatcher_->idle()) {
+      workers_done_ = true;
+      wake_all();
+    }
+  }
+}
+
+RunReport Run::execute() {
+  RunReport report;
+  report.db_path = options_.db_path;
+  StoreLock lock(options_.db_path);
+  Store store(options_.db_path, Store::Mode::read_write);
+  ctx_.suite = &suite_;
+  ctx_.matrix = &matrix_;
+  ctx_.policies = PolicySources::for_suite(suite_);
+  plan(store);
+
+  RunInfo info{suite_.name, suite_.path, hostname(), static_cast<int>(getpid()), suite_.config_hash,
+               ctx_.policies.version};
+  ctx_.run_id = report.run_id = store.begin_run(info);
+  fs::path log_dir = fs::absolute(options_.db_path).parent_path() / "logs";
+  report.log_path = open_run_log(log_dir.string(), suite_.name, report.run_id);
+  auto counters = dispatcher_->counters();
+  spdlog::info("run {} of suite {} ({}): {} tasks, {} already done, {} failed; policies {}; store {}",
+               report.run_id, suite_.name, suite_.path, counters.total, counters.done, counters.failed,
+               ctx_.policies.version, options_.db_path);
+
+  // Every Lua state is built here, so a broken policy stops the run before it starts.
+  std::vector<std::unique_ptr<TaskWorker>> workers;
+  for (int i = 0; i < std::max(1, options_.workers); ++i) workers.push_back(std::make_unique<TaskWorker>(ctx_));
+
+  writer_ = std::make_unique<Writer>(options_.db_path);
+  http_ = std::make_unique<HttpClient>(HttpClientOptions{}, [this](std::vector<HttpResponse>&& done) {
+    {
+      std::lock_guard lock(queue_.mutex);
+      for (auto& r : done) queue_.items.push_back(std::move(r));
+    }
+    queue_.cv.notify_one();
+  });
+
+  TimePoint start = SteadyClock::now();
+  std::vector<std::thread> threads;
+  for (auto& w : workers) threads.emplace_back([this, &w] { worker_loop(*w); });
+
+  Progress progress(suite_.name, options_.live_progress);
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  TimePoint grace_end = TimePoint::max();
+  std::shared_ptr<const Error> store_failure;
+  while (!workers_done_.load()) {
+    timespec tick{0, 100'000'000};
+    int sig = sigtimedwait(&signals, nullptr, &tick);
+    TimePoint now = SteadyClock::now();
+    if (sig == SIGINT || sig == SIGTERM) {
+      progress.clear();
+      if (!report.interrupted) {
+        report.interrupted = true;
+        spdlog::warn("{} received: no new requests; waiting up to {} ms for {} in flight (again to stop now)",
+                     sig == SIGINT ? "SIGINT" : "SIGTERM", options_.grace_ms, dispatcher_->counters().in_flight);
+        dispatcher_->stop_dispatching();
+        grace_end = now + Millis(options_.grace_ms);
+        wake_all();
+      } else {
+        spdlog::warn("second signal: cancelling what is in flight");
+        http_->cancel_all();
+      }
+    }
+    if (!store_failure && (store_failure = writer_->failure())) {
+      spdlog::error("{}: stopping the run", store_failure->what());
+      dispatcher_->stop_dispatching();
+      http_->cancel_all();
+      wake_all();
+    }
+    if (now >= grace_end) {
+      grace_end = TimePoint::max();
+      http_->cancel_all();
+    }
+    progress.update(dispatcher_->counters(), now);
+  }
+  for (auto& t : threads) t.join();
+  http_.reset();
+  progress.clear();
+  writer_->flush();
+  if (!store_failure) store_failure = writer_->failure();
+  writer_.reset();
+
+  report.seconds = ms_between(start, SteadyClock::now()) / 1000.0;
+  report.counters = dispatcher_->counters();
+  report.models_exhausted = dispatcher_->models_exhausted();
+  if (store_failure) throw *store_failure;
+  const auto& c = report.counters;
+  std::string outcome = report.interrupted ? "interrupted" : report.models_exhausted ? "models_exhausted" : "completed";
+  store.finish_run(report.run_id, outcome,
+                   {{"total", c.total}, {"done", c.done}, {"failed", c.failed}, {"pending", c.total - c.done - c.failed},
+                    {"seconds", report.seconds}});
+  spdlog::info("run {} {}: {} done, {} failed, {} pending, {:.2f} s", report.run_id, outcome, c.done, c.failed,
+               c.total - c.done - c.failed, report.seconds);
+  return report;
+}
+
+}  // namespace
+
+RunReport run_suite(const Suite& suite, const RunOptions& options) {
+  // Signals are taken synchronously by the run's main loop; every thread
+  // started from here inherits the mask.
+  sigset_t signals, previous;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, &previous);
+  struct Restore {
+    sigset_t mask;
+    ~Restore() { pthread_sigmask(SIG_SETMASK, &mask, nullptr); }
+  } restore{previous};
+  Run run(suite, options);
+  return run.execute();
+}
+
+}  // namespace shepherd

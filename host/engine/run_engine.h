@@ -1,0 +1,34 @@
+#pragma once
+// `shepherd run`: plan the suite's tasks, send what is not yet done, judge
+// every answer, and commit each attempt as it arrives.
+#include <cstdint>
+#include <string>
+
+#include "engine/dispatcher.h"
+#include "suite/suite.h"
+
+namespace shepherd {
+
+struct RunOptions {
+  std::string db_path;
+  int workers = 1;            // threads with a Lua state each
+  bool retry_failed = false;  // failed tasks go back to pending first
+  long grace_ms = 5000;       // after SIGINT/SIGTERM: how long in-flight requests may finish
+  bool live_progress = false;
+};
+
+struct RunReport {
+  int64_t run_id = 0;
+  DispatchCounters counters;
+  double seconds = 0;
+  bool interrupted = false;       // a signal stopped the run
+  bool models_exhausted = false;  // no model left to switch to
+  std::string log_path;
+  std::string db_path;
+};
+
+// Throws Error for what stops a run before or while it runs (store locked,
+// policy load failure, store write failure).
+RunReport run_suite(const Suite& suite, const RunOptions& options);
+
+}  // namespace shepherd

@@ -1,0 +1,270 @@
+#include "engine/task_worker.h"
+
+#include "core/clock.h"
+#include "core/error.h"
+#include "engine/response_parser.h"
+#include "lua/api.h"
+#include "lua/lua_call.h"
+#include "lua/lua_json.h"
+
+namespace shepherd {
+
+namespace {
+
+std::string upper(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// A one-line account of a failed attempt, for the store and the export.
+std::string describe(const std::string& cls, const HttpResponse& r, const ParsedResponse& p,
+                     const std::string& requested, const std::string& check_reason) {
+  if (r.transport != Transport::none) {
+    std::string what(to_string(r.transport));
+    return "transport " + what + " after " + std::to_string(static_cast<long>(r.elapsed_ms)) + " ms" +
+           (r.transport_detail.empty() ? "" : " (" + r.transport_detail + ")");
+  }
+  if (cls == "model_mismatch") return "asked for " + requested + ", answered by " + p.model;
+  if (cls == "check_failed") return "check failed: " + check_reason;
+  std::string out = "HTTP " + std::to_string(r.status);
+  if (!p.error_message.empty()) return out + ": " + p.error_message;
+  if (cls == "bad_response") return out + ": the body is not a chat completion";
+  return out;
+}
+
+}  // namespace
+
+TaskWorker::TaskWorker(const RunContext& ctx) : ctx_(ctx) {
+  register_shepherd_api(lua_);
+  push_suite_table(lua_, ctx.suite->path, ctx.suite->dir, ctx.suite->source);
+  suite_ref_ = luaL_ref(lua_, LUA_REGISTRYINDEX);
+  policies_ = std::make_unique<PolicySet>(lua_, ctx.policies, ctx.suite->retry);
+}
+
+TaskWorker::~TaskWorker() {
+  policies_.reset();
+  luaL_unref(lua_, LUA_REGISTRYINDEX, suite_ref_);
+}
+
+void TaskWorker::push_cell(uint64_t ordinal) {
+  // The cell's values come from this state's own copy of the matrix, so
+  // table values reach request() as tables.
+  const auto& dims = ctx_.matrix->dims();
+  auto idx = ctx_.matrix->value_indices(ordinal);
+  lua_createtable(lua_, 0, static_cast<int>(dims.size()));
+  lua_rawgeti(lua_, LUA_REGISTRYINDEX, suite_ref_);
+  lua_getfield(lua_, -1, "matrix");
+  for (size_t i = 0; i < dims.size(); ++i) {
+    lua_getfield(lua_, -1, dims[i].name.c_str());
+    lua_rawgeti(lua_, -1, static_cast<int>(idx[i]) + 1);
+    lua_setfield(lua_, -5, dims[i].name.c_str());
+    lua_pop(lua_, 1);
+  }
+  lua_pop(lua_, 2);
+}
+
+bool TaskWorker::build_request(uint32_t task_index, const TaskRuntime& task, HttpRequest& out, std::string& error) {
+  StackGuard guard(lua_);
+  lua_rawgeti(lua_, LUA_REGISTRYINDEX, suite_ref_);
+  lua_getfield(lua_, -1, "request");
+  push_cell(task.ordinal);
+  LuaFailure failure;
+  if (!protected_call(lua_, 1, 1, failure)) {
+    error = "request(cell) raised: " + failure.describe();
+    return false;
+  }
+  if (!lua_istable(lua_, -1)) {
+    error = std::string("request(cell) must return a table, got ") + luaL_typename(lua_, -1);
+    return false;
+  }
+  nlohmann::json body;
+  if (!try_to_json(lua_, lua_gettop(lua_), body, error)) {
+    error = "request(cell) returned a table that is not JSON: request" + error;
+    return false;
+  }
+  if (!body.is_object()) {
+    error = "request(cell) must return a table of fields";
+    return false;
+  }
+  const std::string& model = ctx_.models[task.attempt_model];
+  body["model"] = model;  // the host decides the model: the cell's, or the current resource
+  const KeyBinding& key = ctx_.keys[ctx_.slot_key[static_cast<size_t>(task.slot)]];
+  const ProviderSpec& p = *key.provider;
+  out.id = task_index;
+  out.method = "POST";
+  out.url = key.url;
+  out.headers.clear();
+  out.headers.reserve(2 + p.headers.size());
+  out.headers.push_back(key.auth_header);
+  out.headers.emplace_back("Content-Type: application/json");
+  out.headers.insert(out.headers.end(), p.headers.begin(), p.headers.end());
+  out.body = body.dump();
+  out.connect_timeout_ms = p.timeouts.connect_ms;
+  out.total_timeout_ms = p.timeouts.total_ms;
+  out.stall_timeout_ms = p.timeouts.stall_ms;
+  out.max_response_bytes = p.max_response_bytes;
+  return true;
+}
+
+bool TaskWorker::run_check(const TaskRuntime& task, const ParsedResponse& parsed, std::string& reason) {
+  StackGuard guard(lua_);
+  lua_rawgeti(lua_, LUA_REGISTRYINDEX, suite_ref_);
+  lua_getfield(lua_, -1, "check");
+  push_cell(task.ordinal);
+  lua_createtable(lua_, 0, 4);
+  lua_pushlstring(lua_, parsed.content.data(), parsed.content.size());
+  lua_setfield(lua_, -2, "content");
+  lua_pushstring(lua_, parsed.model.c_str());
+  lua_setfield(lua_, -2, "model");
+  lua_pushstring(lua_, parsed.finish_reason.c_str());
+  lua_setfield(lua_, -2, "finish_reason");
+  if (!parsed.usage_json.empty()) {
+    push_json(lua_, nlohmann::json::parse(parsed.usage_json));
+    lua_setfield(lua_, -2, "usage");
+  }
+  LuaFailure failure;
+  if (!protected_call(lua_, 2, 2, failure)) {
+    reason = "check raised: " + failure.describe();
+    return false;
+  }
+  if (lua_toboolean(lua_, -2)) return true;
+  reason = lua_type(lua_, -1) == LUA_TSTRING ? lua_tostring(lua_, -1) : "check returned false";
+  return false;
+}
+
+AttemptOutcome TaskWorker::judge(TaskRuntime& task, const HttpResponse& r) {
+  ParsedResponse parsed = parse_response(r);
+  const std::string& requested = ctx_.models[task.attempt_model];
+  const Suite& suite = *ctx_.suite;
+  std::string_view role = suite.model_is_dimension ? "dimension" : "resource";
+
+  std::string check_reason;
+  bool check_failed = false;
+  if (suite.has_check && r.transport == Transport::none && r.status == 200 && parsed.is_completion) {
+    check_failed = !run_check(task, parsed, check_reason);
+  }
+
+  OutcomeView view;
+  view.status = r.status;
+  view.transport = to_string(r.transport);
+  view.headers = &r.headers;
+  view.body = parsed.body.is_discarded() ? nullptr : &parsed.body;
+  view.raw = r.body;
+  view.elapsed_ms = r.elapsed_ms;
+  view.model_requested = requested;
+  view.model_answered = parsed.model;
+  view.model_role = role;
+  view.content = parsed.is_completion ? &parsed.content : nullptr;
+  view.finish_reason = parsed.finish_reason;
+  view.error_code = parsed.error_code;
+  view.error_message = parsed.error_message;
+  view.check = check_failed ? &check_reason : nullptr;
+
+  AttemptOutcome out;
+  AttemptRecord& rec = out.record;
+  ++task.attempts_run;
+  ++task.attempts_total;
+  rec.task_id = task.id;
+  rec.run_id = ctx_.run_id;
+  rec.n = task.attempts_total;
+  rec.task_attempts = task.attempts_total;
+  const KeyBinding& key = ctx_.keys[ctx_.slot_key[static_cast<size_t>(task.slot)]];
+  rec.key_id = key.key_id;
+  rec.endpoint = key.provider->base_url;
+  rec.model_requested = requested;
+  rec.model_answered = parsed.model;
+  rec.http_status = r.status;
+  rec.transport = std::string(to_string(r.transport));
+  rec.policy_version = policies_->version();
+  rec.latency_ms = r.elapsed_ms;
+  rec.prompt_tokens = parsed.prompt_tokens;
+  rec.completion_tokens = parsed.completion_tokens;
+  rec.started_at = task.sent_unix;
+  rec.ended_at = unix_now();
+  rec.response = r.body;
+  if (r.status == 429) out.cooldown_ms = parsed.retry_after_ms >= 0 ? parsed.retry_after_ms : 1000;
+
+  LuaFailure failure;
+  std::string cls;
+  if (!policies_->classify(view, cls, failure)) {
+    rec.cls = "policy_error";
+    rec.decision = "fail";
+    rec.error_code = codes::POLICY_ERROR;
+    rec.error_message = "classify failed: " + failure.describe();
+    rec.task_state = TaskState::failed;
+    out.kind = AttemptOutcome::Kind::fail;
+    return out;
+  }
+  rec.cls = cls;
+  if (cls == "ok") {
+    rec.decision = "done";
+    rec.task_state = TaskState::done;
+    rec.content = std::move(parsed.content);
+    rec.usage_json = std::move(parsed.usage_json);
+    out.kind = AttemptOutcome::Kind::done;
+    return out;
+  }
+
+  rec.error_message = describe(cls, r, parsed, requested, check_reason);
+  DecideInput in;
+  in.cls = cls;
+  in.attempt = task.attempts_run;
+  nlohmann::json cell = ctx_.matrix->cell(task.ordinal);
+  in.cell = &cell;
+  in.model = requested;
+  in.model_role = role;
+  in.history = &task.history;
+  in.retry_after_ms = parsed.retry_after_ms;
+  in.status = r.status;
+  in.error_code = parsed.error_code;
+  Decision decision;
+  bool decided = policies_->decide(in, decision, failure);
+  task.history.push_back(HistoryEntry{cls, r.status, parsed.error_code});
+  if (!decided) {
+    rec.decision = "fail";
+    rec.error_code = codes::POLICY_ERROR;
+    rec.error_message = "decide failed: " + failure.describe() + " (after " + rec.error_message + ")";
+    rec.task_state = TaskState::failed;
+    out.kind = AttemptOutcome::Kind::fail;
+    return out;
+  }
+  rec.decision = std::string(to_string(decision.action));
+  rec.error_code = decision.code.empty() ? upper(cls) : decision.code;
+  switch (decision.action) {
+    case Decision::Action::retry:
+      rec.task_state = TaskState::pending;
+      out.kind = AttemptOutcome::Kind::retry;
+      out.delay_ms = decision.delay_ms;
+      break;
+    case Decision::Action::switch_model:
+      rec.task_state = TaskState::pending;
+      out.kind = AttemptOutcome::Kind::switch_model;
+      break;
+    case Decision::Action::fail:
+      rec.task_state = TaskState::failed;
+      out.kind = AttemptOutcome::Kind::fail;
+      break;
+  }
+  return out;
+}
+
+AttemptRecord TaskWorker::unsent_failure(TaskRuntime& task, const std::string& code, const std::string& message) {
+  ++task.attempts_run;
+  ++task.attempts_total;
+  AttemptRecord rec;
+  rec.task_id = task.id;
+  rec.run_id = ctx_.run_id;
+  rec.n = task.attempts_total;
+  rec.task_attempts = rec.n;
+  rec.model_requested = ctx_.models[task.attempt_model];
+  rec.cls = "request_error";
+  rec.decision = "fail";
+  rec.error_code = code;
+  rec.error_message = message;
+  rec.policy_version = policies_->version();
+  rec.started_at = rec.ended_at = unix_now();
+  rec.task_state = TaskState::failed;
+  return rec;
+}
+
+}  // namespace shepherd

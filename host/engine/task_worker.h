@@ -1,0 +1,49 @@
+#pragma once
+// One worker thread's Lua state: the suite (request, check) and the policies
+// (classify, decide). Builds requests and judges answers.
+#include <memory>
+#include <string>
+
+#include "engine/dispatcher.h"
+#include "engine/run_context.h"
+#include "http/http_types.h"
+#include "lua/lua_state.h"
+#include "policy/policy_set.h"
+#include "store/records.h"
+
+namespace shepherd {
+
+struct AttemptOutcome {
+  enum class Kind { done, retry, fail, switch_model } kind = Kind::fail;
+  long delay_ms = 0;
+  long cooldown_ms = -1;  // the slot must rest this long (429), or -1
+  AttemptRecord record;
+};
+
+class TaskWorker {
+ public:
+  explicit TaskWorker(const RunContext& ctx);
+  ~TaskWorker();
+  TaskWorker(const TaskWorker&) = delete;
+  TaskWorker& operator=(const TaskWorker&) = delete;
+
+  // The request body comes from the suite's request(cell). False: `error` says why.
+  bool build_request(uint32_t task_index, const TaskRuntime& task, HttpRequest& out, std::string& error);
+
+  // Classifies the answer and decides what follows; updates the task's history.
+  AttemptOutcome judge(TaskRuntime& task, const HttpResponse& response);
+
+  // The record of an attempt that never reached the network.
+  AttemptRecord unsent_failure(TaskRuntime& task, const std::string& code, const std::string& message);
+
+ private:
+  void push_cell(uint64_t ordinal);
+  bool run_check(const TaskRuntime& task, const struct ParsedResponse& parsed, std::string& reason);
+
+  const RunContext& ctx_;
+  LuaState lua_;
+  int suite_ref_ = LUA_NOREF;
+  std::unique_ptr<PolicySet> policies_;
+};
+
+}  // namespace shepherd

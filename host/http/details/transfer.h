@@ -1,0 +1,45 @@
+#pragma once
+// One HTTP exchange on a reusable curl easy handle: the request it carries,
+// the response it accumulates, and what the stall sweep needs to know.
+#include <curl/curl.h>
+
+#include <cstddef>
+#include <string>
+
+#include "core/clock.h"
+#include "http/details/curl_handles.h"
+#include "http/http_types.h"
+
+namespace shepherd::details {
+
+struct Transfer {
+  // `now` is the event loop's clock, read once per loop turn: callbacks stamp
+  // activity with it instead of reading the clock per chunk.
+  explicit Transfer(easy_handle handle, const TimePoint* now);
+
+  // Resets the handle and sets every option for `request`; false (with the
+  // reason in `error`) if curl refused one.
+  bool prepare(HttpRequest&& request, TimePoint submitted_at);
+
+  // Moves the finished response out and drops the request; the handle stays
+  // for the next prepare().
+  HttpResponse take_response(Transport transport, std::string detail);
+
+  easy_handle easy;
+  const TimePoint* now;
+  char error[CURL_ERROR_SIZE] = {};
+
+  HttpRequest request;
+  header_list headers;
+  HttpResponse response;
+  TimePoint submitted{};
+  TimePoint last_activity{};
+  bool responding = false;  // a first response byte arrived: the stall clock runs
+  bool too_large = false;   // the write callback refused the body
+  size_t active_index = 0;  // position in the client's active list
+};
+
+// Maps how curl ended a transfer onto Transport.
+Transport classify_result(CURLcode code, const Transfer& transfer);
+
+}  // namespace shepherd::details

@@ -1,0 +1,114 @@
+#include "lua/sandbox.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/resources.h"
+#include "lua/lua_call.h"
+
+namespace shepherd {
+
+namespace {
+
+const char* const kBaseAllowlist[] = {
+    "assert", "error",  "ipairs",       "next",         "pairs",  "pcall",    "select",
+    "tonumber", "tostring", "type",     "unpack",       "xpcall", "rawequal", "rawget",
+    "rawset", "setmetatable", "getmetatable", "_VERSION",
+};
+
+// A shallow copy, so a policy cannot change the library other code sees.
+void copy_library(lua_State* L, const char* name, const char* const* only = nullptr, int only_count = 0) {
+  lua_getglobal(L, name);
+  lua_newtable(L);
+  if (only == nullptr) {
+    lua_pushnil(L);
+    while (lua_next(L, -3) != 0) {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, -4);
+    }
+  } else {
+    for (int i = 0; i < only_count; ++i) {
+      lua_getfield(L, -2, only[i]);
+      lua_setfield(L, -2, only[i]);
+    }
+  }
+  lua_remove(L, -2);
+  lua_setfield(L, -2, name);
+}
+
+int unknown_global(lua_State* L) {
+  const char* name = lua_tostring(L, 2);
+  return luaL_error(L, "unknown global '%s' (not available to policies)", name ? name : "?");
+}
+
+const char* const kModuleCache = "shepherd.sandbox.modules";
+
+// require() for policies: only the packaged Lua library ("shepherd.*"),
+// each module loaded once per state, in a sandbox of its own.
+int sandbox_require(lua_State* L) {
+  const char* name = luaL_checkstring(L, 1);
+  if (std::strncmp(name, "shepherd.", 9) != 0 || std::strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_.") != std::strlen(name)) {
+    return luaL_error(L, "require '%s' is not allowed in a policy (only the packaged shepherd.* modules)", name);
+  }
+  lua_getfield(L, LUA_REGISTRYINDEX, kModuleCache);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, kModuleCache);
+  }
+  lua_getfield(L, -1, name);
+  if (!lua_isnil(L, -1)) return 1;
+  lua_pop(L, 1);
+
+  std::string module_path = name;
+  std::replace(module_path.begin(), module_path.end(), '.', '/');
+  std::string relative = "lua/" + module_path + ".lua";
+  Resource module;
+  std::string error;
+  try {
+    module = load_resource(relative);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  if (!error.empty()) return luaL_error(L, "module '%s' not found", name);
+  LuaFailure failure;
+  if (!load_chunk(L, module.content, module.name, failure)) return luaL_error(L, "%s", failure.describe().c_str());
+  push_sandbox_env(L);
+  lua_setfenv(L, -2);
+  lua_call(L, 0, 1);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushboolean(L, 1);
+  }
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, name);
+  return 1;
+}
+
+}  // namespace
+
+void push_sandbox_env(lua_State* L) {
+  lua_newtable(L);
+  for (const char* name : kBaseAllowlist) {
+    lua_getglobal(L, name);
+    lua_setfield(L, -2, name);
+  }
+  copy_library(L, "string");
+  copy_library(L, "table");
+  copy_library(L, "math");
+  static const char* const os_allowed[] = {"time", "clock", "date"};
+  copy_library(L, "os", os_allowed, 3);
+  lua_getglobal(L, "shepherd");
+  lua_setfield(L, -2, "shepherd");
+  lua_pushcfunction(L, sandbox_require);
+  lua_setfield(L, -2, "require");
+
+  lua_newtable(L);  // metatable: unknown reads raise
+  lua_pushcfunction(L, unknown_global);
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, -2);
+}
+
+}  // namespace shepherd

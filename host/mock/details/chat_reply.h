@@ -1,0 +1,47 @@
+#pragma once
+// The bodies and headers the mock answers with, in OpenAI's shapes.
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "mock/details/mock_behavior.h"
+
+namespace shepherd::details {
+
+struct Reply {
+  int status = 200;
+  std::string body;  // always JSON (or, for `malformed`, meant to look like it)
+  std::vector<std::pair<const char*, std::string>> headers;  // besides Content-Type
+};
+
+const char* reason_phrase(int status);
+
+// OpenAI's duration style for x-ratelimit-reset-*: "850ms", "1.5s", "2m3s".
+std::string format_reset_duration(int64_t ms);
+
+void add_rate_headers(Reply& reply, const RateHeaders& rate);
+
+Reply error_reply(int status, std::string_view message, std::string_view type,
+                  std::string_view code);
+Reply bad_request_reply(std::string_view why);
+Reply unauthorized_reply();  // never echoes the key
+Reply rate_limited_reply(const RateHeaders& rate, std::string_view model);
+Reply quota_reply();
+Reply server_error_reply();
+Reply not_found_reply();
+
+// A chat.completion answering the last message; usage is a rough bytes/4 estimate.
+std::string completion_body(uint64_t id, int64_t created, std::string_view model,
+                            const nlohmann::json& messages);
+
+// Appends s as a JSON string literal; s must be valid UTF-8.
+void append_json_string(std::string& out, std::string_view s);
+
+// The first max_chars code points of s (never splits a UTF-8 sequence).
+std::string_view utf8_prefix(std::string_view s, size_t max_chars);
+
+}  // namespace shepherd::details

@@ -1,0 +1,509 @@
+#include "mock/mock_server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <strings.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <new>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "core/error.h"
+#include "core/hash.h"
+#include "mock/details/chat_reply.h"
+#include "mock/details/event_handles.h"
+#include "mock/details/mock_behavior.h"
+#include "mock/details/mock_stats.h"
+
+namespace shepherd {
+
+using namespace details;
+using nlohmann::json;
+
+namespace {
+
+constexpr int listen_backlog = 65535;  // the kernel caps it at somaxconn
+// A held request stays open until the client gives up, never because we did.
+constexpr int connection_timeout_s = 24 * 3600;
+
+void raise_open_file_limit() {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &lim);
+  }
+}
+
+[[noreturn]] void bind_failed(uint16_t port, const char* step, int err) {
+  throw Error(codes::MOCK_BIND_FAILED,
+              "mock server: cannot " + std::string(step) + " 127.0.0.1:" + std::to_string(port) +
+                  ": " + std::strerror(err),
+              Stage::execution, {{"port", port}, {"step", step}, {"errno", err}});
+}
+
+// A non-blocking listening socket on 127.0.0.1 with a deep accept queue, so a
+// burst of thousands of connects is queued rather than refused.
+UniqueFd listen_on(uint16_t port, uint16_t& bound_port) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) bind_failed(port, "create a socket for", errno);
+  int one = 1;
+  setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+    bind_failed(port, "bind", errno);
+  if (::listen(fd.get(), listen_backlog) != 0) bind_failed(port, "listen on", errno);
+  socklen_t len = sizeof addr;
+  if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+    bind_failed(port, "read the address of", errno);
+  bound_port = ntohs(addr.sin_port);
+  return fd;
+}
+
+// libevent writes with writev, which raises SIGPIPE when a client has gone.
+// Block it on the serving thread; on exit swallow what our writes raised.
+class SigpipeBlock {
+ public:
+  SigpipeBlock() {
+    sigset_t set = sigpipe_set();
+    pthread_sigmask(SIG_BLOCK, &set, &old_);
+  }
+  ~SigpipeBlock() {
+    sigset_t set = sigpipe_set();
+    if (!sigismember(&old_, SIGPIPE)) {
+      timespec zero{0, 0};
+      while (sigtimedwait(&set, nullptr, &zero) > 0) {
+      }
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+  SigpipeBlock(const SigpipeBlock&) = delete;
+  SigpipeBlock& operator=(const SigpipeBlock&) = delete;
+
+ private:
+  static sigset_t sigpipe_set() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    return set;
+  }
+  sigset_t old_;
+};
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// "Authorization: Bearer K" (OpenAI) or "api-key: K" (Azure).
+std::string_view request_key(evkeyvalq* headers) {
+  if (const char* auth = evhttp_find_header(headers, "Authorization")) {
+    std::string_view v = trim(auth);
+    if (v.size() > 7 && strncasecmp(v.data(), "Bearer ", 7) == 0) return trim(v.substr(7));
+  }
+  if (const char* key = evhttp_find_header(headers, "api-key")) return trim(key);
+  return {};
+}
+
+std::string_view path_of(const char* uri) {
+  std::string_view path = uri ? uri : "";
+  return path.substr(0, path.find('?'));
+}
+
+timeval to_timeval(double ms) {
+  const auto us = static_cast<int64_t>(ms * 1000.0);
+  return timeval{static_cast<time_t>(us / 1'000'000), static_cast<suseconds_t>(us % 1'000'000)};
+}
+
+}  // namespace
+
+class MockServer::Impl {
+ public:
+  Impl(Scenario scenario, uint16_t port);
+  ~Impl();
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+
+  uint16_t port() const { return port_; }
+  void run();
+  void start();
+  void stop();
+  json stats() const { return stats_.to_json(); }
+
+ private:
+  // What a held request does when its timer fires.
+  enum class Action { reply, stall, reset, hang };
+
+  struct Pending {
+    Impl* server = nullptr;
+    evhttp_request* req = nullptr;
+    evhttp_connection* evcon = nullptr;
+    Action action = Action::reply;
+    Reply reply;
+    EventPtr timer;  // absent for hang
+  };
+
+  static void on_request(evhttp_request* req, void* arg);
+  static void on_wake(evutil_socket_t fd, short what, void* arg);
+  static void on_timer(evutil_socket_t fd, short what, void* arg);
+  static void on_close(evhttp_connection* evcon, void* arg);
+
+  void serve();
+  void route(evhttp_request* req);
+  void handle_chat(evhttp_request* req);
+  void answer(evhttp_request* req, Reply reply, double delay_ms);
+  void send(evhttp_request* req, const Reply& reply);
+  void hold(evhttp_request* req, Action action, Reply reply, double delay_ms);
+  void fire(Pending* p);
+  void release(Pending* p);
+  static void start_stall(evhttp_request* req, const Reply& reply);
+  static void watch_for_close(evhttp_connection* evcon);
+  static void reset_connection(evhttp_connection* evcon);
+
+  Scenario scenario_;
+  MockBehavior behavior_;  // refers to scenario_
+  MockStats stats_;
+  EventBasePtr base_;
+  EvhttpPtr http_;
+  UniqueFd wake_fd_;
+  EventPtr wake_event_;
+  std::unordered_map<Pending*, std::unique_ptr<Pending>> pending_;
+  uint64_t completions_ = 0;
+  bool committed_ = false;  // the request being routed has been answered or held
+  uint16_t port_ = 0;
+  std::atomic<bool> stop_requested_{false};
+  std::atomic<bool> serving_{false};
+  std::thread thread_;
+};
+
+MockServer::Impl::Impl(Scenario scenario, uint16_t port)
+    : scenario_(std::move(scenario)), behavior_(scenario_) {
+  raise_open_file_limit();
+  UniqueFd listener = listen_on(port, port_);
+
+  base_.reset(event_base_new());
+  if (!base_) throw Error(codes::INTERNAL, "mock server: event_base_new failed", Stage::execution);
+  http_.reset(evhttp_new(base_.get()));
+  if (!http_) throw Error(codes::INTERNAL, "mock server: evhttp_new failed", Stage::execution);
+  evhttp_set_timeout(http_.get(), connection_timeout_s);
+  evhttp_set_gencb(http_.get(), on_request, this);
+  if (!evhttp_accept_socket_with_handle(http_.get(), listener.get()))
+    bind_failed(port, "accept on", errno);
+  listener.release();  // the evhttp listener closes it now
+
+  // Libevent is built here without thread support, so stop() wakes the loop
+  // through an eventfd instead of calling into the base from another thread.
+  wake_fd_ = UniqueFd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!wake_fd_) throw Error(codes::INTERNAL, "mock server: eventfd failed", Stage::execution);
+  wake_event_.reset(event_new(base_.get(), wake_fd_.get(), EV_READ | EV_PERSIST, on_wake, this));
+  if (!wake_event_ || event_add(wake_event_.get(), nullptr) != 0)
+    throw Error(codes::INTERNAL, "mock server: cannot watch the wake-up fd", Stage::execution);
+}
+
+MockServer::Impl::~Impl() {
+  stop();
+  if (thread_.joinable()) thread_.join();
+  // Freeing evhttp closes every connection; on_close drops the held requests
+  // while pending_ and stats_ still exist.
+  http_.reset();
+  pending_.clear();
+  wake_event_.reset();
+  base_.reset();
+}
+
+void MockServer::Impl::serve() {
+  SigpipeBlock no_sigpipe;
+  if (!stop_requested_) event_base_loop(base_.get(), 0);
+  serving_ = false;
+}
+
+void MockServer::Impl::run() {
+  if (serving_.exchange(true))
+    throw Error(codes::INTERNAL, "mock server is already serving", Stage::execution);
+  serve();
+}
+
+void MockServer::Impl::start() {
+  if (serving_.exchange(true))
+    throw Error(codes::INTERNAL, "mock server is already serving", Stage::execution);
+  if (thread_.joinable()) thread_.join();  // a previous start() that was stopped
+  thread_ = std::thread([this] { serve(); });
+}
+
+void MockServer::Impl::stop() {
+  stop_requested_ = true;
+  const uint64_t one = 1;
+  [[maybe_unused]] auto n = ::write(wake_fd_.get(), &one, sizeof one);
+}
+
+void MockServer::Impl::on_wake(evutil_socket_t fd, short, void* arg) {
+  auto* self = static_cast<Impl*>(arg);
+  uint64_t count = 0;
+  [[maybe_unused]] auto n = ::read(fd, &count, sizeof count);
+  if (self->stop_requested_) event_base_loopbreak(self->base_.get());
+}
+
+void MockServer::Impl::on_request(evhttp_request* req, void* arg) {
+  auto* self = static_cast<Impl*>(arg);
+  self->committed_ = false;
+  try {
+    self->route(req);
+  } catch (...) {
+    // Nothing may unwind through libevent; answer unless we already did.
+    if (!self->committed_) evhttp_send_error(req, 500, "Internal Server Error");
+  }
+}
+
+void MockServer::Impl::route(evhttp_request* req) {
+  const std::string_view path = path_of(evhttp_request_get_uri(req));
+  const evhttp_cmd_type method = evhttp_request_get_command(req);
+  if (method == EVHTTP_REQ_POST && (path == "/v1/chat/completions" || path == "/chat/completions")) {
+    handle_chat(req);
+  } else if (method == EVHTTP_REQ_GET && path == "/stats") {
+    Reply r;
+    r.body = stats_.to_json().dump();
+    send(req, r);
+  } else if (method == EVHTTP_REQ_POST && path == "/reset") {
+    behavior_.reset();
+    stats_.clear();
+    Reply r;
+    r.body = R"({"reset":true})";
+    send(req, r);
+  } else {
+    send(req, not_found_reply());
+  }
+}
+
+void MockServer::Impl::handle_chat(evhttp_request* req) {
+  stats_.request_started();
+  evbuffer* input = evhttp_request_get_input_buffer(req);
+  const size_t size = evbuffer_get_length(input);
+  const char* data = size ? reinterpret_cast<const char*>(evbuffer_pullup(input, -1)) : "";
+  const json body = json::parse(data, data + size, nullptr, /*allow_exceptions=*/false);
+
+  static const json no_messages = json::array();
+  const json* messages = &no_messages;
+  ChatFacts facts;
+  const char* why = "We could not parse the JSON body of your request.";
+  if (body.is_object()) {
+    auto model = body.find("model");
+    if (model != body.end() && model->is_string() &&
+        !model->get_ref<const std::string&>().empty()) {
+      facts.well_formed = true;
+      facts.model = model->get_ref<const std::string&>();
+    } else {
+      why = "you must provide a model parameter";
+    }
+    if (auto m = body.find("messages"); m != body.end()) messages = &*m;
+  }
+  facts.key = request_key(evhttp_request_get_input_headers(req));
+  if (facts.well_formed && behavior_.tracks_cells()) {
+    std::string cell(facts.model);
+    cell += '\n';
+    cell += messages->dump(-1, ' ', false, json::error_handler_t::replace);
+    facts.cell = stable_hash64(cell);
+  }
+
+  const Decision d = behavior_.decide(facts, SteadyClock::now());
+  std::string_view key_label = facts.key;
+  if (facts.key.empty())
+    key_label = "<none>";
+  else if ((d.outcome == Outcome::bad_request || d.outcome == Outcome::unauthorized) &&
+           !behavior_.key_valid(facts.key))
+    key_label = "<invalid>";  // an unknown key is never recorded or echoed
+  stats_.record(d.outcome, key_label, facts.model.empty() ? "<none>" : facts.model);
+
+  auto with_rate = [&](Reply r) {
+    if (d.rate) add_rate_headers(r, *d.rate);
+    return r;
+  };
+  auto completion = [&](std::string_view model) {
+    Reply r;
+    r.body = completion_body(++completions_, static_cast<int64_t>(std::time(nullptr)), model,
+                             *messages);
+    return with_rate(std::move(r));
+  };
+
+  switch (d.outcome) {
+    case Outcome::bad_request: return answer(req, bad_request_reply(why), 0);
+    case Outcome::unauthorized: return answer(req, unauthorized_reply(), 0);
+    case Outcome::rate_limited: return answer(req, rate_limited_reply(*d.rate, facts.model), 0);
+    case Outcome::quota_exhausted: return answer(req, with_rate(quota_reply()), 0);
+    case Outcome::error_500: return answer(req, with_rate(server_error_reply()), d.latency_ms);
+    case Outcome::ok: return answer(req, completion(facts.model), d.latency_ms);
+    case Outcome::wrong_model:
+      return answer(req, completion(scenario_.wrong_model_name), d.latency_ms);
+    case Outcome::malformed: {
+      Reply r = completion(facts.model);
+      r.body.resize(r.body.size() / 2);  // truncated JSON: not a chat completion
+      return answer(req, std::move(r), d.latency_ms);
+    }
+    case Outcome::hang: return hold(req, Action::hang, Reply{}, -1);
+    case Outcome::stall: return hold(req, Action::stall, completion(facts.model), d.latency_ms);
+    case Outcome::reset: return hold(req, Action::reset, Reply{}, d.latency_ms);
+  }
+}
+
+void MockServer::Impl::answer(evhttp_request* req, Reply reply, double delay_ms) {
+  if (delay_ms > 0) return hold(req, Action::reply, std::move(reply), delay_ms);
+  send(req, reply);
+  stats_.request_finished();
+}
+
+void MockServer::Impl::send(evhttp_request* req, const Reply& reply) {
+  evkeyvalq* headers = evhttp_request_get_output_headers(req);
+  evhttp_add_header(headers, "Content-Type", "application/json");
+  for (const auto& [name, value] : reply.headers) evhttp_add_header(headers, name, value.c_str());
+  evbuffer_add(evhttp_request_get_output_buffer(req), reply.body.data(), reply.body.size());
+  committed_ = true;
+  evhttp_send_reply(req, reply.status, reason_phrase(reply.status), nullptr);
+}
+
+// Keeps the request until its timer fires (never, for hang) or its client goes.
+void MockServer::Impl::hold(evhttp_request* req, Action action, Reply reply, double delay_ms) {
+  auto owned = std::make_unique<Pending>();
+  Pending* p = owned.get();
+  p->server = this;
+  p->req = req;
+  p->evcon = evhttp_request_get_connection(req);
+  p->action = action;
+  p->reply = std::move(reply);
+  if (action != Action::hang) {
+    p->timer.reset(evtimer_new(base_.get(), on_timer, p));
+    if (!p->timer) throw std::bad_alloc();
+  }
+  pending_.emplace(p, std::move(owned));
+  committed_ = true;
+
+  if (p->timer) {
+    const timeval delay = to_timeval(std::max(0.0, delay_ms));
+    evtimer_add(p->timer.get(), &delay);
+  }
+  watch_for_close(p->evcon);
+  evhttp_connection_set_closecb(p->evcon, on_close, p);
+}
+
+void MockServer::Impl::on_timer(evutil_socket_t, short, void* arg) {
+  auto* p = static_cast<Pending*>(arg);
+  p->server->fire(p);
+}
+
+void MockServer::Impl::fire(Pending* p) {
+  switch (p->action) {
+    case Action::reply: {
+      evhttp_request* req = p->req;
+      evhttp_connection_set_closecb(p->evcon, nullptr, nullptr);
+      const Reply reply = std::move(p->reply);
+      release(p);  // frees the timer whose callback this is: libevent allows it
+      send(req, reply);
+      return;
+    }
+    case Action::stall:
+      // Stays held: the connection is dropped only when the client gives up.
+      start_stall(p->req, p->reply);
+      p->reply = Reply{};
+      return;
+    case Action::reset: {
+      evhttp_connection* evcon = p->evcon;
+      evhttp_connection_set_closecb(evcon, nullptr, nullptr);
+      release(p);
+      reset_connection(evcon);
+      return;
+    }
+    case Action::hang:
+      return;  // has no timer
+  }
+}
+
+void MockServer::Impl::release(Pending* p) {
+  pending_.erase(p);
+  stats_.request_finished();
+}
+
+void MockServer::Impl::on_close(evhttp_connection*, void* arg) {
+  auto* p = static_cast<Pending*>(arg);
+  // When the client hangs up, evhttp detaches an unanswered request and leaves
+  // it to us; when evhttp itself is freed, it still owns and frees it.
+  if (evhttp_request_get_connection(p->req) == nullptr) evhttp_request_free(p->req);
+  p->server->release(p);
+}
+
+// Status, headers and the full Content-Length, then half the body and silence.
+void MockServer::Impl::start_stall(evhttp_request* req, const Reply& reply) {
+  evkeyvalq* headers = evhttp_request_get_output_headers(req);
+  evhttp_add_header(headers, "Content-Type", "application/json");
+  for (const auto& [name, value] : reply.headers) evhttp_add_header(headers, name, value.c_str());
+  evhttp_add_header(headers, "Content-Length", std::to_string(reply.body.size()).c_str());
+  evhttp_send_reply_start(req, reply.status, reason_phrase(reply.status));
+  EvbufferPtr half(evbuffer_new());
+  if (!half) return;
+  evbuffer_add(half.get(), reply.body.data(), reply.body.size() / 2);
+  evhttp_send_reply_chunk(req, half.get());
+}
+
+// Once a request is read, evhttp stops reading its connection, so a client
+// that gives up on a held request would go unnoticed. Read again, but without
+// evhttp's read callback (which must not run mid-request): EOF then reaches
+// evhttp's event callback, which frees the connection and calls on_close.
+// (evhttp_send_reply later installs its own callbacks again.)
+void MockServer::Impl::watch_for_close(evhttp_connection* evcon) {
+  bufferevent* bev = evhttp_connection_get_bufferevent(evcon);
+  bufferevent_data_cb read_cb = nullptr;
+  bufferevent_data_cb write_cb = nullptr;
+  bufferevent_event_cb event_cb = nullptr;
+  void* cb_arg = nullptr;
+  bufferevent_getcb(bev, &read_cb, &write_cb, &event_cb, &cb_arg);
+  bufferevent_setcb(bev, nullptr, write_cb, event_cb, cb_arg);
+  bufferevent_enable(bev, EV_READ);
+}
+
+// Abort with a TCP RST rather than an orderly FIN. SO_LINGER {1,0} alone is
+// not enough: evhttp_connection_free shuts the socket down for writing (a FIN)
+// before the deferred close, and the client then reads a clean EOF. So on
+// Linux we first dissolve the connection with connect(AF_UNSPEC), which sends
+// the RST at once; the linger setting covers systems where that is refused.
+void MockServer::Impl::reset_connection(evhttp_connection* evcon) {
+  const evutil_socket_t fd = bufferevent_getfd(evhttp_connection_get_bufferevent(evcon));
+  if (fd >= 0) {
+    const linger abort_on_close{1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof abort_on_close);
+    sockaddr unspec{};
+    unspec.sa_family = AF_UNSPEC;
+    ::connect(fd, &unspec, sizeof unspec);
+  }
+  evhttp_connection_free(evcon);  // also frees the request it still holds
+}
+
+MockServer::MockServer(Scenario scenario, uint16_t port)
+    : impl_(std::make_unique<Impl>(std::move(scenario), port)) {}
+
+MockServer::~MockServer() = default;
+
+uint16_t MockServer::port() const { return impl_->port(); }
+void MockServer::run() { impl_->run(); }
+void MockServer::start() { impl_->start(); }
+void MockServer::stop() { impl_->stop(); }
+nlohmann::json MockServer::stats() const { return impl_->stats(); }
+
+}  // namespace shepherd

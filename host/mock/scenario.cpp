@@ -1,0 +1,192 @@
+#include "mock/scenario.h"
+
+#include <cmath>
+#include <initializer_list>
+#include <limits>
+#include <string_view>
+
+#include "core/error.h"
+
+namespace shepherd {
+namespace {
+
+using nlohmann::json;
+
+// Validates one scenario document; every error names the source and the field.
+class ScenarioReader {
+ public:
+  explicit ScenarioReader(const std::string& source) : source_(source) {}
+
+  [[noreturn]] void fail(const std::string& field, const std::string& problem) const {
+    std::string message = source_ + ": " + (field.empty() ? problem : field + ": " + problem);
+    throw Error(codes::SCENARIO_INVALID, message, Stage::config,
+                {{"source", source_}, {"field", field}});
+  }
+
+  void only_fields(const json& object, const std::string& prefix,
+                   std::initializer_list<std::string_view> allowed) const {
+    for (const auto& [name, value] : object.items()) {
+      bool known = false;
+      for (std::string_view a : allowed) known = known || a == name;
+      if (!known) fail(prefix + name, "unknown field");
+    }
+  }
+
+  const json& require(const json& object, const std::string& prefix, const char* name) const {
+    auto it = object.find(name);
+    if (it == object.end()) fail(prefix + name, "required");
+    return *it;
+  }
+
+  double non_negative_ms(const json& value, const std::string& field) const {
+    if (!value.is_number() || !std::isfinite(value.get<double>()) || value.get<double>() < 0)
+      fail(field, "expected a number of milliseconds >= 0");
+    return value.get<double>();
+  }
+
+  double probability(const json& value, const std::string& field) const {
+    if (!value.is_number()) fail(field, "expected a number in [0,1]");
+    double p = value.get<double>();
+    if (!(p >= 0 && p <= 1)) fail(field, "expected a number in [0,1]");
+    return p;
+  }
+
+  int integer(const json& value, const std::string& field, int min) const {
+    if (!value.is_number_integer()) fail(field, "expected an integer >= " + std::to_string(min));
+    if (value.is_number_unsigned()) {
+      if (value.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int>::max()))
+        fail(field, "too large");
+      return static_cast<int>(value.get<uint64_t>());
+    }
+    int64_t v = value.get<int64_t>();
+    if (v < min) fail(field, "expected an integer >= " + std::to_string(min));
+    if (v > std::numeric_limits<int>::max()) fail(field, "too large");
+    return static_cast<int>(v);
+  }
+
+  const json& object(const json& value, const std::string& field) const {
+    if (!value.is_object()) fail(field, "expected an object");
+    return value;
+  }
+
+  LatencySpec latency(const json& value) const {
+    LatencySpec spec;
+    if (value.is_number()) {
+      spec.a_ms = non_negative_ms(value, "latency");
+      return spec;
+    }
+    if (!value.is_object()) fail("latency", "expected a number of milliseconds or an object");
+    const json& kind = require(value, "latency.", "kind");
+    if (!kind.is_string()) fail("latency.kind", "expected a string");
+    const std::string k = kind.get<std::string>();
+    if (k == "fixed") {
+      only_fields(value, "latency.", {"kind", "ms"});
+      spec.kind = LatencySpec::Kind::fixed;
+      spec.a_ms = non_negative_ms(require(value, "latency.", "ms"), "latency.ms");
+    } else if (k == "uniform") {
+      only_fields(value, "latency.", {"kind", "min_ms", "max_ms"});
+      spec.kind = LatencySpec::Kind::uniform;
+      spec.a_ms = non_negative_ms(require(value, "latency.", "min_ms"), "latency.min_ms");
+      spec.b_ms = non_negative_ms(require(value, "latency.", "max_ms"), "latency.max_ms");
+      if (spec.b_ms < spec.a_ms) fail("latency.max_ms", "must be >= latency.min_ms");
+    } else if (k == "normal") {
+      only_fields(value, "latency.", {"kind", "mean_ms", "stddev_ms"});
+      spec.kind = LatencySpec::Kind::normal;
+      spec.a_ms = non_negative_ms(require(value, "latency.", "mean_ms"), "latency.mean_ms");
+      spec.b_ms = non_negative_ms(require(value, "latency.", "stddev_ms"), "latency.stddev_ms");
+    } else if (k == "exponential") {
+      only_fields(value, "latency.", {"kind", "mean_ms"});
+      spec.kind = LatencySpec::Kind::exponential;
+      spec.a_ms = non_negative_ms(require(value, "latency.", "mean_ms"), "latency.mean_ms");
+    } else {
+      fail("latency.kind", "expected one of fixed, uniform, normal, exponential (got '" + k + "')");
+    }
+    return spec;
+  }
+
+  std::set<std::string> keys(const json& value) const {
+    if (!value.is_array()) fail("keys", "expected an array of strings");
+    std::set<std::string> out;
+    for (size_t i = 0; i < value.size(); ++i) {
+      const json& k = value[i];
+      if (!k.is_string() || k.get_ref<const std::string&>().empty())
+        fail("keys[" + std::to_string(i) + "]", "expected a non-empty string");
+      out.insert(k.get<std::string>());
+    }
+    return out;
+  }
+
+  RateLimitSpec rate_limit(const json& value) const {
+    object(value, "rate_limit");
+    only_fields(value, "rate_limit.", {"requests", "window_ms"});
+    RateLimitSpec spec;
+    spec.requests = integer(require(value, "rate_limit.", "requests"), "rate_limit.requests", 0);
+    if (auto it = value.find("window_ms"); it != value.end())
+      spec.window_ms = integer(*it, "rate_limit.window_ms", 1);
+    return spec;
+  }
+
+  std::map<std::string, int> quota(const json& value) const {
+    object(value, "quota");
+    std::map<std::string, int> out;
+    for (const auto& [model, limit] : value.items())
+      out[model] = integer(limit, "quota." + model, 0);
+    return out;
+  }
+
+  FaultSpec faults(const json& value) const {
+    object(value, "faults");
+    only_fields(value, "faults.", {"error_500", "hang", "stall", "reset", "malformed",
+                                   "wrong_model", "first_attempt_only"});
+    FaultSpec spec;
+    auto read = [&](const char* name, double& into) {
+      if (auto it = value.find(name); it != value.end())
+        into = probability(*it, std::string("faults.") + name);
+    };
+    read("error_500", spec.error_500);
+    read("hang", spec.hang);
+    read("stall", spec.stall);
+    read("reset", spec.reset);
+    read("malformed", spec.malformed);
+    read("wrong_model", spec.wrong_model);
+    if (auto it = value.find("first_attempt_only"); it != value.end()) {
+      if (!it->is_boolean()) fail("faults.first_attempt_only", "expected true or false");
+      spec.first_attempt_only = it->get<bool>();
+    }
+    double sum = spec.error_500 + spec.hang + spec.stall + spec.reset + spec.malformed +
+                 spec.wrong_model;
+    if (sum > 1 + 1e-9) fail("faults", "probabilities sum to " + std::to_string(sum) + ", must be <= 1");
+    return spec;
+  }
+
+ private:
+  const std::string& source_;
+};
+
+}  // namespace
+
+Scenario Scenario::from_json(const nlohmann::json& j, const std::string& source) {
+  ScenarioReader reader(source);
+  if (!j.is_object()) reader.fail("", "a scenario must be a JSON object");
+  reader.only_fields(j, "", {"latency", "keys", "rate_limit", "quota", "faults", "wrong_model",
+                             "seed"});
+  Scenario s;
+  if (auto it = j.find("latency"); it != j.end()) s.latency = reader.latency(*it);
+  if (auto it = j.find("keys"); it != j.end()) s.valid_keys = reader.keys(*it);
+  if (auto it = j.find("rate_limit"); it != j.end()) s.rate_limit = reader.rate_limit(*it);
+  if (auto it = j.find("quota"); it != j.end()) s.quota = reader.quota(*it);
+  if (auto it = j.find("faults"); it != j.end()) s.faults = reader.faults(*it);
+  if (auto it = j.find("wrong_model"); it != j.end()) {
+    if (!it->is_string() || it->get_ref<const std::string&>().empty())
+      reader.fail("wrong_model", "expected a non-empty string");
+    s.wrong_model_name = it->get<std::string>();
+  }
+  if (auto it = j.find("seed"); it != j.end()) {
+    if (!it->is_number_integer() || (!it->is_number_unsigned() && it->get<int64_t>() < 0))
+      reader.fail("seed", "expected an integer >= 0");
+    s.seed = it->get<uint64_t>();
+  }
+  return s;
+}
+
+}  // namespace shepherd

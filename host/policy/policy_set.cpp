@@ -1,0 +1,217 @@
+#include "policy/policy_set.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "lua/lua_json.h"
+#include "lua/sandbox.h"
+
+namespace shepherd {
+
+std::string_view to_string(Decision::Action action) {
+  switch (action) {
+    case Decision::Action::retry: return "retry";
+    case Decision::Action::fail: return "fail";
+    case Decision::Action::switch_model: return "switch_model";
+  }
+  return "fail";
+}
+
+// The outcome being classified, reachable from the lazy __index only while
+// classify() runs.
+struct PolicySet::LazyBox {
+  const OutcomeView* current = nullptr;
+};
+
+namespace {
+
+constexpr size_t kRawLimit = 4096;
+
+void set_string(lua_State* L, const char* field, std::string_view value) {
+  if (value.empty()) return;
+  lua_pushlstring(L, value.data(), value.size());
+  lua_setfield(L, -2, field);
+}
+
+// __index(outcome, key): builds `body` and `headers` on first access.
+int outcome_index(lua_State* L) {
+  auto* box = static_cast<PolicySet::LazyBox*>(lua_touserdata(L, lua_upvalueindex(1)));
+  const char* key = lua_tostring(L, 2);
+  if (box->current == nullptr || key == nullptr) return 0;
+  const OutcomeView& o = *box->current;
+  if (std::string_view(key) == "body") {
+    if (o.body == nullptr || o.body->is_discarded()) return 0;
+    push_json(L, *o.body);
+  } else if (std::string_view(key) == "headers") {
+    lua_createtable(L, 0, o.headers ? static_cast<int>(o.headers->size()) : 0);
+    if (o.headers) {
+      for (const auto& [name, value] : *o.headers) {
+        lua_pushlstring(L, value.data(), value.size());
+        lua_setfield(L, -2, name.c_str());
+      }
+    }
+  } else {
+    return 0;
+  }
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, 1);  // cache on the table: the next read costs nothing
+  return 1;
+}
+
+}  // namespace
+
+PolicySet::PolicySet(lua_State* L, const PolicySources& sources, const RetryConfig& retry)
+    : L_(L), version_(sources.version) {
+  classify_ref_ = load_module(sources.classify, "classify");
+  retry_ref_ = load_module(sources.retry, "decide");
+
+  push_json(L_, retry.to_json());
+  config_ref_ = luaL_ref(L_, LUA_REGISTRYINDEX);
+
+  lua_newtable(L_);  // metatable for outcome tables
+  box_ = static_cast<LazyBox*>(lua_newuserdata(L_, sizeof(LazyBox)));
+  new (box_) LazyBox();
+  lua_pushcclosure(L_, outcome_index, 1);
+  lua_setfield(L_, -2, "__index");
+  outcome_meta_ref_ = luaL_ref(L_, LUA_REGISTRYINDEX);
+}
+
+PolicySet::~PolicySet() {
+  for (int ref : {classify_ref_, retry_ref_, config_ref_, outcome_meta_ref_}) luaL_unref(L_, LUA_REGISTRYINDEX, ref);
+}
+
+int PolicySet::load_module(const PolicySource& src, const char* function) {
+  StackGuard guard(L_);
+  LuaFailure failure;
+  auto fail = [&](const std::string& why, int line) -> Error {
+    std::string where = src.chunk_name + (line > 0 ? ":" + std::to_string(line) : "");
+    return Error(codes::POLICY_LOAD_FAILED, where + ": " + why, Stage::policy,
+                 {{"file", src.chunk_name}, {"line", line}, {"policy", src.kind}});
+  };
+  if (!load_chunk(L_, src.text, src.chunk_name, failure)) throw fail(failure.message, failure.line);
+  push_sandbox_env(L_);
+  lua_setfenv(L_, -2);
+  if (!protected_call(L_, 0, 1, failure)) throw fail(failure.message, failure.line);
+  if (!lua_istable(L_, -1)) {
+    throw fail(std::string("a policy must return a table of functions, got ") + luaL_typename(L_, -1), 0);
+  }
+  lua_getfield(L_, -1, function);
+  if (!lua_isfunction(L_, -1)) {
+    throw fail(std::string("the returned table has no function '") + function + "'", 0);
+  }
+  lua_pop(L_, 1);
+  return luaL_ref(L_, LUA_REGISTRYINDEX);
+}
+
+bool PolicySet::classify(const OutcomeView& o, std::string& cls, LuaFailure& failure) {
+  StackGuard guard(L_);
+  lua_rawgeti(L_, LUA_REGISTRYINDEX, classify_ref_);
+  lua_getfield(L_, -1, "classify");
+
+  lua_createtable(L_, 0, 16);
+  lua_pushnumber(L_, static_cast<double>(o.status));
+  lua_setfield(L_, -2, "status");
+  set_string(L_, "transport", o.transport);
+  set_string(L_, "raw", o.raw.substr(0, std::min(o.raw.size(), kRawLimit)));
+  lua_pushnumber(L_, o.elapsed_ms);
+  lua_setfield(L_, -2, "elapsed_ms");
+  set_string(L_, "model_requested", o.model_requested);
+  set_string(L_, "model_answered", o.model_answered);
+  set_string(L_, "model_role", o.model_role);
+  if (o.content) {
+    lua_pushlstring(L_, o.content->data(), o.content->size());
+    lua_setfield(L_, -2, "content");
+  }
+  set_string(L_, "finish_reason", o.finish_reason);
+  set_string(L_, "error_code", o.error_code);
+  set_string(L_, "error_message", o.error_message);
+  if (o.check) {
+    lua_pushlstring(L_, o.check->data(), o.check->size());
+    lua_setfield(L_, -2, "check");
+  }
+  lua_rawgeti(L_, LUA_REGISTRYINDEX, outcome_meta_ref_);
+  lua_setmetatable(L_, -2);
+
+  box_->current = &o;
+  bool ok = protected_call(L_, 1, 1, failure);
+  box_->current = nullptr;
+  if (!ok) return false;
+  if (lua_type(L_, -1) != LUA_TSTRING || lua_objlen(L_, -1) == 0) {
+    failure = LuaFailure{std::string("classify must return a class name (a string), got ") + luaL_typename(L_, -1),
+                         "", 0, ""};
+    return false;
+  }
+  cls = lua_tostring(L_, -1);
+  return true;
+}
+
+bool PolicySet::decide(const DecideInput& in, Decision& decision, LuaFailure& failure) {
+  StackGuard guard(L_);
+  lua_rawgeti(L_, LUA_REGISTRYINDEX, retry_ref_);
+  lua_getfield(L_, -1, "decide");
+
+  lua_createtable(L_, 0, 12);
+  set_string(L_, "class", in.cls);
+  lua_pushnumber(L_, in.attempt);
+  lua_setfield(L_, -2, "attempt");
+  if (in.cell) {
+    push_json(L_, *in.cell);
+    lua_setfield(L_, -2, "task");
+  }
+  set_string(L_, "model", in.model);
+  set_string(L_, "model_role", in.model_role);
+  lua_rawgeti(L_, LUA_REGISTRYINDEX, config_ref_);
+  lua_setfield(L_, -2, "config");
+  lua_createtable(L_, in.history ? static_cast<int>(in.history->size()) : 0, 0);
+  if (in.history) {
+    int i = 1;
+    for (const auto& h : *in.history) {
+      lua_createtable(L_, 0, 3);
+      set_string(L_, "class", h.cls);
+      lua_pushnumber(L_, static_cast<double>(h.status));
+      lua_setfield(L_, -2, "status");
+      set_string(L_, "code", h.code);
+      lua_rawseti(L_, -2, i++);
+    }
+  }
+  lua_setfield(L_, -2, "history");
+  if (in.retry_after_ms >= 0) {
+    lua_pushnumber(L_, static_cast<double>(in.retry_after_ms));
+    lua_setfield(L_, -2, "retry_after_ms");
+  }
+  lua_pushnumber(L_, static_cast<double>(in.status));
+  lua_setfield(L_, -2, "status");
+  set_string(L_, "error_code", in.error_code);
+
+  if (!protected_call(L_, 1, 1, failure)) return false;
+  auto shape_error = [&](const std::string& why) {
+    failure = LuaFailure{"decide " + why, "", 0, ""};
+    return false;
+  };
+  if (!lua_istable(L_, -1)) return shape_error(std::string("must return a table, got ") + luaL_typename(L_, -1));
+  lua_getfield(L_, -1, "action");
+  std::string action = lua_type(L_, -1) == LUA_TSTRING ? lua_tostring(L_, -1) : "";
+  lua_pop(L_, 1);
+  decision = Decision{};
+  if (action == "retry") {
+    lua_getfield(L_, -1, "delay_ms");
+    if (lua_type(L_, -1) != LUA_TNUMBER || lua_tonumber(L_, -1) < 0) {
+      return shape_error("returned action 'retry' without a delay_ms >= 0");
+    }
+    decision.action = Decision::Action::retry;
+    decision.delay_ms = static_cast<long>(lua_tonumber(L_, -1));
+  } else if (action == "fail") {
+    lua_getfield(L_, -1, "code");
+    if (!lua_isnil(L_, -1) && lua_type(L_, -1) != LUA_TSTRING) return shape_error("returned a code that is not a string");
+    decision.action = Decision::Action::fail;
+    if (lua_type(L_, -1) == LUA_TSTRING) decision.code = lua_tostring(L_, -1);
+  } else if (action == "switch_model") {
+    decision.action = Decision::Action::switch_model;
+  } else {
+    return shape_error("returned an unknown action '" + action + "' (retry, fail or switch_model)");
+  }
+  return true;
+}
+
+}  // namespace shepherd

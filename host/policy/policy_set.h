@@ -1,0 +1,42 @@
+#pragma once
+// The policies loaded into one Lua state (one per worker thread): each file
+// in a sandbox of its own, its shape checked at load.
+#include <string>
+
+#include "lua/lua_call.h"
+#include "policy/policy_io.h"
+#include "policy/policy_sources.h"
+#include "suite/suite.h"
+
+namespace shepherd {
+
+class PolicySet {
+ public:
+  // Throws Error(POLICY_LOAD_FAILED) with file:line on a syntax error, a load
+  // error or a missing function.
+  PolicySet(lua_State* L, const PolicySources& sources, const RetryConfig& retry);
+  ~PolicySet();
+  PolicySet(const PolicySet&) = delete;
+  PolicySet& operator=(const PolicySet&) = delete;
+
+  // On a Lua error or a wrong return shape: false, and `failure` says why.
+  bool classify(const OutcomeView& outcome, std::string& cls, LuaFailure& failure);
+  bool decide(const DecideInput& input, Decision& decision, LuaFailure& failure);
+
+  const std::string& version() const { return version_; }
+
+  struct LazyBox;  // the outcome in the current classify() call
+
+ private:
+  int load_module(const PolicySource& src, const char* function);
+
+  lua_State* L_;
+  std::string version_;
+  int classify_ref_ = LUA_NOREF;  // the module tables
+  int retry_ref_ = LUA_NOREF;
+  int config_ref_ = LUA_NOREF;    // ctx.config, built once
+  int outcome_meta_ref_ = LUA_NOREF;
+  LazyBox* box_ = nullptr;  // userdata owned by the Lua state
+};
+
+}  // namespace shepherd

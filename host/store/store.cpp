@@ -1,0 +1,300 @@
+#include "store/store.h"
+
+#include <map>
+
+#include <SQLiteCpp/Database.h>
+#include <SQLiteCpp/Statement.h>
+#include <SQLiteCpp/Transaction.h>
+
+#include "core/clock.h"
+#include "core/error.h"
+#include "store/details/schema.h"
+#include "store/details/sql.h"
+
+namespace shepherd {
+namespace {
+
+using nlohmann::json;
+
+// Counts of one group (or of the whole suite).
+struct Tally {
+  int64_t total = 0, done = 0, failed = 0, pending = 0;
+  std::map<std::string, int64_t> failures_by_class;
+
+  void add(TaskState state, const std::string& cls, int64_t n) {
+    total += n;
+    switch (state) {
+      case TaskState::done: done += n; break;
+      case TaskState::pending: pending += n; break;
+      case TaskState::failed:
+        failed += n;
+        failures_by_class[cls] += n;
+        break;
+    }
+  }
+
+  json to_json() const {
+    const auto rate = [&](int64_t part) {
+      return total == 0 ? 0.0 : static_cast<double>(part) / static_cast<double>(total);
+    };
+    return {{"total", total},
+            {"done", done},
+            {"failed", failed},
+            {"pending", pending},
+            {"completion_rate", rate(done)},
+            {"failure_rate", rate(failed)},
+            {"failures_by_class", failures_by_class}};
+  }
+};
+
+// A dim name whose JSON spelling needs no escapes reads the same to every
+// SQLite version inside a quoted JSON path. Others (quotes, backslashes,
+// control characters) are matched by json_each on the decoded key instead:
+// SQLite before 3.45 compares path labels without decoding escapes.
+bool plain_path_label(const std::string& dim) {
+  return json(dim).dump() == "\"" + dim + "\"";
+}
+
+// The SQL for one dim's value and JSON type; both read parameter ?index,
+// which carries the path or the name -- dim names never enter the SQL text.
+std::pair<std::string, std::string> dim_columns(const std::string& dim, int index) {
+  const std::string p = "?" + std::to_string(index);
+  if (plain_path_label(dim)) {
+    return {"json_extract(dims, " + p + ")", "coalesce(json_type(dims, " + p + "), 'null')"};
+  }
+  return {"(SELECT value FROM json_each(tasks.dims) WHERE key = " + p + ")",
+          "coalesce((SELECT type FROM json_each(tasks.dims) WHERE key = " + p + "), 'null')"};
+}
+
+// Rebuilds a dim's value with its JSON type (SQL says 1 for both true and 1).
+json dim_value(const SQLite::Column& value, const std::string& type) {
+  if (type == "integer") return value.getInt64();
+  if (type == "real") return value.getDouble();
+  if (type == "true") return true;
+  if (type == "false") return false;
+  if (type == "text") return value.getString();
+  if (type == "object" || type == "array") return json::parse(value.getString(), nullptr, false);
+  return nullptr;
+}
+
+}  // namespace
+
+Store::Store(const std::string& path, Mode mode)
+    : db_(details::open_store(path, mode == Mode::read_only ? details::Access::read_only
+                                                            : details::Access::read_write)) {}
+
+Store::~Store() = default;
+
+SQLite::Database& Store::db() { return *db_; }
+
+int Store::schema_version() const {
+  return details::guard(codes::IO_ERROR, db_->getFilename(), "read schema version",
+                        [&] { return details::read_schema_version(*db_); });
+}
+
+int64_t Store::begin_run(const RunInfo& info) {
+  return details::guard(codes::STORE_WRITE_FAILED, db_->getFilename(), "begin run", [&] {
+    SQLite::Statement insert(*db_,
+                             "INSERT INTO runs(suite, suite_path, host, pid, config_hash, "
+                             "policy_version, started_at) VALUES(?, ?, ?, ?, ?, ?, ?)");
+    insert.bind(1, info.suite);
+    details::bind_text(insert, 2, info.suite_path);
+    details::bind_text(insert, 3, info.host);
+    details::bind_id(insert, 4, info.pid);
+    details::bind_text(insert, 5, info.config_hash);
+    details::bind_text(insert, 6, info.policy_version);
+    insert.bind(7, unix_now());
+    insert.exec();
+    return db_->getLastInsertRowid();
+  });
+}
+
+void Store::finish_run(int64_t run_id, const std::string& outcome, const nlohmann::json& summary) {
+  details::guard(codes::STORE_WRITE_FAILED, db_->getFilename(), "finish run", [&] {
+    SQLite::Statement update(
+        *db_, "UPDATE runs SET finished_at = ?, outcome = ?, summary = ? WHERE id = ?");
+    update.bind(1, unix_now());
+    details::bind_text(update, 2, outcome);
+    if (summary.is_null()) update.bind(3);
+    else update.bind(3, summary.dump());
+    update.bind(4, run_id);
+    update.exec();
+  });
+}
+
+void Store::ensure_tasks(const std::string& suite, const std::vector<TaskSeed>& seeds) {
+  details::guard(codes::STORE_WRITE_FAILED, db_->getFilename(), "record tasks", [&] {
+    SQLite::Transaction transaction(*db_, SQLite::TransactionBehavior::IMMEDIATE);
+    SQLite::Statement insert(*db_,
+                             "INSERT OR IGNORE INTO tasks(id, suite, dims, state, attempts, "
+                             "created_at, updated_at) VALUES(?1, ?2, ?3, 'pending', 0, ?4, ?4)");
+    // Bindings survive reset(): suite and time are bound once for every seed.
+    insert.bind(2, suite);
+    insert.bind(4, unix_now());
+    for (const TaskSeed& seed : seeds) {
+      insert.bindNoCopy(1, seed.id);
+      details::bind_text_ref(insert, 3, seed.dims_json);
+      insert.exec();
+      insert.reset();
+    }
+    transaction.commit();
+  });
+}
+
+std::vector<StoredTask> Store::load_tasks(const std::string& suite) {
+  return details::guard(codes::IO_ERROR, db_->getFilename(), "load tasks", [&] {
+    SQLite::Statement query(
+        *db_, "SELECT id, state, attempts FROM tasks WHERE suite = ? ORDER BY seq");
+    query.bind(1, suite);
+    std::vector<StoredTask> tasks;
+    while (query.executeStep()) {
+      StoredTask& task = tasks.emplace_back();
+      details::read_text(task.id, query.getColumn(0));
+      task.state = task_state_from(query.getColumn(1).getText());
+      task.attempts = query.getColumn(2).getInt();
+    }
+    return tasks;
+  });
+}
+
+int Store::reset_failed(const std::string& suite) {
+  return details::guard(codes::STORE_WRITE_FAILED, db_->getFilename(), "reset failed tasks", [&] {
+    // Error fields stay: they describe the last attempt until the next one.
+    SQLite::Statement update(*db_,
+                             "UPDATE tasks SET state = 'pending', updated_at = ? "
+                             "WHERE suite = ? AND state = 'failed'");
+    update.bind(1, unix_now());
+    update.bind(2, suite);
+    return update.exec();
+  });
+}
+
+nlohmann::json Store::status(const std::string& suite, const std::vector<std::string>& by) {
+  return details::guard(codes::IO_ERROR, db_->getFilename(), "status", [&] {
+    // Columns: value_0, type_0, ..., value_n-1, type_n-1, state, class, count.
+    // Grouping by the type too keeps true apart from 1 and "1".
+    std::string columns;
+    std::string keys;
+    for (size_t i = 0; i < by.size(); ++i) {
+      const auto [value, type] = dim_columns(by[i], static_cast<int>(i) + 2);
+      columns += value + ", " + type + ", ";
+      keys += std::to_string(2 * i + 1) + ", " + std::to_string(2 * i + 2) + ", ";
+    }
+    const size_t state_col = 2 * by.size();
+    std::string sql = "SELECT " + columns +
+                      "state, CASE WHEN state = 'failed' THEN coalesce(last_class, 'unknown') "
+                      "END, count(*) FROM tasks WHERE suite = ?1 GROUP BY " + keys +
+                      std::to_string(state_col + 1) + ", " + std::to_string(state_col + 2);
+    if (!by.empty()) sql += " ORDER BY " + keys.substr(0, keys.size() - 2);
+
+    SQLite::Statement query(*db_, sql);
+    query.bind(1, suite);
+    for (size_t i = 0; i < by.size(); ++i) {
+      const std::string& dim = by[i];
+      const int index = static_cast<int>(i) + 2;
+      if (plain_path_label(dim)) query.bind(index, "$.\"" + dim + "\"");
+      else query.bind(index, dim);
+    }
+
+    struct Group {
+      json key;
+      std::vector<std::string> types;
+      Tally tally;
+    };
+    std::vector<Group> groups;
+    Tally overall;
+    std::vector<std::string> types(by.size());
+    std::string cls;
+    while (query.executeStep()) {
+      for (size_t i = 0; i < by.size(); ++i) types[i] = query.getColumn(2 * i + 1).getString();
+      json key = json::object();
+      for (size_t i = 0; i < by.size(); ++i) {
+        key[by[i]] = dim_value(query.getColumn(2 * i), types[i]);
+      }
+      // Rows arrive ordered by the group columns, so a group's rows are adjacent.
+      if (groups.empty() || groups.back().key != key || groups.back().types != types) {
+        groups.push_back({std::move(key), types, {}});
+      }
+      const TaskState state = task_state_from(query.getColumn(state_col).getText());
+      details::read_text(cls, query.getColumn(state_col + 1));
+      const int64_t n = query.getColumn(state_col + 2).getInt64();
+      groups.back().tally.add(state, cls, n);
+      overall.add(state, cls, n);
+    }
+
+    json out = {{"suite", suite}, {"by", by}, {"groups", json::array()}};
+    if (by.empty()) {
+      // No dims: the suite is one group, even while it is empty.
+      json group = overall.to_json();
+      group["key"] = json::object();
+      out["groups"].push_back(std::move(group));
+    } else {
+      for (Group& g : groups) {
+        json group = g.tally.to_json();
+        group["key"] = std::move(g.key);
+        out["groups"].push_back(std::move(group));
+      }
+    }
+    out["overall"] = overall.to_json();
+    return out;
+  });
+}
+
+void Store::export_tasks(const std::string& suite,
+                         const std::function<void(const ExportRow&)>& sink) {
+  details::guard(codes::IO_ERROR, db_->getFilename(), "export", [&] {
+    SQLite::Statement query(*db_,
+                            "SELECT id, dims, state, model, content, attempts, error_code, "
+                            "error_message, latency_ms, usage FROM tasks WHERE suite = ? "
+                            "ORDER BY seq");
+    query.bind(1, suite);
+    ExportRow row;  // one row reused: its strings keep their buffers
+    while (query.executeStep()) {
+      details::read_text(row.task, query.getColumn(0));
+      details::read_text(row.dims_json, query.getColumn(1));
+      row.state = task_state_from(query.getColumn(2).getText());
+      details::read_text(row.model, query.getColumn(3));
+      details::read_text(row.content, query.getColumn(4));
+      row.attempts = query.getColumn(5).getInt();
+      details::read_text(row.error_code, query.getColumn(6));
+      details::read_text(row.error_message, query.getColumn(7));
+      const SQLite::Column latency = query.getColumn(8);
+      row.latency_ms = latency.isNull() ? -1 : latency.getDouble();
+      details::read_text(row.usage_json, query.getColumn(9));
+      sink(row);
+    }
+  });
+}
+
+nlohmann::json Store::events(const std::string& suite) {
+  return details::guard(codes::IO_ERROR, db_->getFilename(), "read events", [&] {
+    SQLite::Statement query(*db_,
+                            "SELECT e.run, e.at, e.kind, e.detail FROM events e "
+                            "JOIN runs r ON r.id = e.run WHERE r.suite = ? ORDER BY e.at, e.id");
+    query.bind(1, suite);
+    json out = json::array();
+    while (query.executeStep()) {
+      const SQLite::Column detail = query.getColumn(3);
+      json parsed = detail.isNull() ? json::object()
+                                    : json::parse(detail.getString(), nullptr, false);
+      // Keep a malformed detail readable rather than dropping the event.
+      if (parsed.is_discarded()) parsed = detail.getString();
+      out.push_back({{"run", query.getColumn(0).getInt64()},
+                     {"at", query.getColumn(1).getDouble()},
+                     {"kind", query.getColumn(2).getString()},
+                     {"detail", std::move(parsed)}});
+    }
+    return out;
+  });
+}
+
+bool Store::integrity_ok() {
+  return details::guard(codes::IO_ERROR, db_->getFilename(), "integrity check", [&] {
+    SQLite::Statement check(*db_, "PRAGMA integrity_check");
+    // A healthy database answers with exactly one row: "ok".
+    bool ok = check.executeStep() && check.getColumn(0).getString() == "ok";
+    return ok && !check.executeStep();
+  });
+}
+
+}  // namespace shepherd

@@ -1,0 +1,267 @@
+#include "store/writer.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <variant>
+#include <vector>
+
+#include <SQLiteCpp/Database.h>
+#include <SQLiteCpp/Statement.h>
+#include <SQLiteCpp/Transaction.h>
+
+#include "core/clock.h"
+#include "core/error.h"
+#include "store/details/schema.h"
+#include "store/details/sql.h"
+
+namespace shepherd {
+namespace {
+
+using Record = std::variant<AttemptRecord, TaskStateRecord, EventRecord>;
+
+template <class... F>
+struct overloaded : F... {
+  using F::operator()...;
+};
+template <class... F>
+overloaded(F...) -> overloaded<F...>;
+
+constexpr const char* kInsertAttempt =
+    "INSERT INTO attempts(task, run, n, key_id, endpoint, model_requested, model_answered, "
+    "http_status, transport, class, decision, error_code, error_message, policy_version, "
+    "latency_ms, prompt_tokens, completion_tokens, started_at, ended_at, response) "
+    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, "
+    "?19, ?20)";
+
+// An unknown answering model (NULL) keeps the one recorded before.
+constexpr const char* kUpdateTaskAfterAttempt =
+    "UPDATE tasks SET state = ?1, attempts = ?2, model = coalesce(?3, model), content = ?4, "
+    "error_code = ?5, error_message = ?6, last_class = ?7, latency_ms = ?8, usage = ?9, "
+    "updated_at = ?10 WHERE id = ?11";
+
+constexpr const char* kUpdateTaskState =
+    "UPDATE tasks SET state = ?1, error_code = ?2, error_message = ?3, updated_at = ?4 "
+    "WHERE id = ?5";
+
+constexpr const char* kInsertEvent =
+    "INSERT INTO events(run, at, kind, detail) VALUES(?1, ?2, ?3, ?4)";
+
+void bind_state(SQLite::Statement& st, int index, TaskState state) {
+  st.bind(index, std::string(to_string(state)));
+}
+
+}  // namespace
+
+class Writer::Impl {
+ public:
+  explicit Impl(const std::string& db_path)
+      : path_(db_path),
+        db_(details::open_store(db_path, details::Access::read_write)),
+        insert_attempt_(prepare(kInsertAttempt)),
+        update_task_after_attempt_(prepare(kUpdateTaskAfterAttempt)),
+        update_task_state_(prepare(kUpdateTaskState)),
+        insert_event_(prepare(kInsertEvent)) {
+    if (const char* c = std::getenv("SHP_CACHE")) db_->exec(std::string("PRAGMA cache_size=") + c);
+    // Started last: the thread owns the connection and statements from here on.
+    thread_ = std::thread([this] { run(); });
+  }
+
+  ~Impl() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_one();
+    thread_.join();
+  }
+
+  template <class R>
+  void push(R&& record) {
+    bool was_empty = false;
+    {
+      std::lock_guard lock(mutex_);
+      if (!accepting_) return;
+      was_empty = queue_.empty();
+      queue_.emplace_back(std::in_place_type<R>, std::move(record));
+      ++pushed_;
+    }
+    // The thread only sleeps on an empty queue, so one wake-up per batch suffices.
+    if (was_empty) wake_.notify_one();
+  }
+
+  void flush() {
+    std::unique_lock lock(mutex_);
+    const uint64_t target = pushed_;
+    committed_cv_.wait(lock, [&] { return committed_seq_ >= target || failure_ != nullptr; });
+  }
+
+  uint64_t committed() const { return committed_.load(std::memory_order_acquire); }
+
+  std::shared_ptr<const Error> failure() const {
+    std::lock_guard lock(mutex_);
+    return failure_;
+  }
+
+ private:
+  SQLite::Statement prepare(const char* sql) {
+    return details::guard(codes::STORE_OPEN_FAILED, path_, "prepare writer statements",
+                          [&] { return SQLite::Statement(*db_, sql); });
+  }
+
+  void run() {
+    std::vector<Record> batch;  // swapped with the queue, so both keep their capacity
+    for (;;) {
+      uint64_t batch_end = 0;
+      {
+        std::unique_lock lock(mutex_);
+        wake_.wait(lock, [&] { return !queue_.empty() || stopping_; });
+        if (queue_.empty()) return;  // stopping, and everything is committed
+        batch.swap(queue_);
+        batch_end = pushed_;
+      }
+      try {
+        commit(batch);
+      } catch (const std::exception& e) {
+        fail(e, batch.size());
+        return;
+      }
+      const uint64_t n = batch.size();
+      batch.clear();
+      {
+        std::lock_guard lock(mutex_);
+        committed_seq_ = batch_end;
+        committed_.fetch_add(n, std::memory_order_release);
+      }
+      committed_cv_.notify_all();
+    }
+  }
+
+  // Group commit: every record taken from the queue, one transaction.
+  void commit(const std::vector<Record>& batch) {
+    SQLite::Transaction transaction(*db_, SQLite::TransactionBehavior::IMMEDIATE);
+    const double now = unix_now();  // one stamp per commit: updated_at = commit time
+    for (const Record& record : batch) {
+      std::visit(overloaded{
+                     [&](const AttemptRecord& r) { write(r, now); },
+                     [&](const TaskStateRecord& r) { write(r, now); },
+                     [&](const EventRecord& r) { write(r); },
+                 },
+                 record);
+    }
+    transaction.commit();
+  }
+
+  // Strings are bound without copying: the batch outlives each step.
+  void write(const AttemptRecord& r, double now) {
+    SQLite::Statement& a = insert_attempt_;
+    a.bindNoCopy(1, r.task_id);
+    details::bind_id(a, 2, r.run_id);
+    a.bind(3, r.n);
+    details::bind_text_ref(a, 4, r.key_id);
+    details::bind_text_ref(a, 5, r.endpoint);
+    details::bind_text_ref(a, 6, r.model_requested);
+    details::bind_text_ref(a, 7, r.model_answered);
+    // 0: no HTTP response at all (transport failure).
+    details::bind_id(a, 8, static_cast<int64_t>(r.http_status));
+    details::bind_text_ref(a, 9, r.transport);
+    details::bind_text_ref(a, 10, r.cls);
+    details::bind_text_ref(a, 11, r.decision);
+    details::bind_text_ref(a, 12, r.error_code);
+    details::bind_text_ref(a, 13, r.error_message);
+    details::bind_text_ref(a, 14, r.policy_version);
+    a.bind(15, r.latency_ms);
+    details::bind_count(a, 16, r.prompt_tokens);
+    details::bind_count(a, 17, r.completion_tokens);
+    a.bind(18, r.started_at);
+    a.bind(19, r.ended_at);
+    details::bind_text_ref(a, 20, r.response);
+    a.exec();
+    a.reset();
+
+    SQLite::Statement& t = update_task_after_attempt_;
+    bind_state(t, 1, r.task_state);
+    t.bind(2, r.task_attempts);
+    details::bind_text_ref(t, 3, r.model_answered);
+    details::bind_text_ref(t, 4, r.content);
+    details::bind_text_ref(t, 5, r.error_code);
+    details::bind_text_ref(t, 6, r.error_message);
+    details::bind_text_ref(t, 7, r.cls);
+    t.bind(8, r.latency_ms);
+    details::bind_text_ref(t, 9, r.usage_json);
+    t.bind(10, now);
+    t.bindNoCopy(11, r.task_id);
+    t.exec();
+    t.reset();
+  }
+
+  void write(const TaskStateRecord& r, double now) {
+    SQLite::Statement& t = update_task_state_;
+    bind_state(t, 1, r.state);
+    details::bind_text_ref(t, 2, r.error_code);
+    details::bind_text_ref(t, 3, r.error_message);
+    t.bind(4, now);
+    t.bindNoCopy(5, r.task_id);
+    t.exec();
+    t.reset();
+  }
+
+  void write(const EventRecord& r) {
+    SQLite::Statement& e = insert_event_;
+    details::bind_id(e, 1, r.run_id);
+    e.bind(2, r.at);
+    details::bind_text_ref(e, 3, r.kind);
+    details::bind_text_ref(e, 4, r.detail_json);
+    e.exec();
+    e.reset();
+  }
+
+  void fail(const std::exception& cause, size_t batch_size) {
+    Error error = details::storage_error(codes::STORE_WRITE_FAILED, path_, "commit", cause);
+    nlohmann::json details = error.details();
+    details["records_lost"] = batch_size;
+    {
+      std::lock_guard lock(mutex_);
+      failure_ = std::make_shared<const Error>(error.code(), error.what(), error.stage(),
+                                               std::move(details), error.retryable());
+      // The run must stop: later records could never be committed in order.
+      accepting_ = false;
+      queue_.clear();
+    }
+    committed_cv_.notify_all();
+  }
+
+  const std::string path_;
+  std::unique_ptr<SQLite::Database> db_;  // declared before the statements: outlives them
+  SQLite::Statement insert_attempt_;
+  SQLite::Statement update_task_after_attempt_;
+  SQLite::Statement update_task_state_;
+  SQLite::Statement insert_event_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;          // the thread waits for records
+  std::condition_variable committed_cv_;  // flush() waits for commits
+  std::vector<Record> queue_;
+  uint64_t pushed_ = 0;         // records accepted so far; a record's sequence number
+  uint64_t committed_seq_ = 0;  // every record up to this sequence is committed
+  bool accepting_ = true;
+  bool stopping_ = false;
+  std::shared_ptr<const Error> failure_;
+  std::atomic<uint64_t> committed_{0};
+  std::thread thread_;
+};
+
+Writer::Writer(const std::string& db_path) : impl_(std::make_unique<Impl>(db_path)) {}
+Writer::~Writer() = default;
+
+void Writer::push(AttemptRecord&& record) { impl_->push(std::move(record)); }
+void Writer::push(TaskStateRecord&& record) { impl_->push(std::move(record)); }
+void Writer::push(EventRecord&& record) { impl_->push(std::move(record)); }
+
+void Writer::flush() { impl_->flush(); }
+uint64_t Writer::committed() const { return impl_->committed(); }
+std::shared_ptr<const Error> Writer::failure() const { return impl_->failure(); }
+
+}  // namespace shepherd

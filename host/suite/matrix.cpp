@@ -1,0 +1,39 @@
+#include "suite/matrix.h"
+
+#include "core/hash.h"
+
+namespace shepherd {
+
+Matrix::Matrix(const std::vector<Dimension>& dims) : dims_(dims) {
+  for (const auto& d : dims_) size_ *= d.values.size();
+  if (dims_.empty()) size_ = 0;
+}
+
+std::vector<uint32_t> Matrix::value_indices(uint64_t ordinal) const {
+  // Mixed radix with the last dimension varying fastest.
+  std::vector<uint32_t> out(dims_.size());
+  for (size_t i = dims_.size(); i-- > 0;) {
+    uint64_t n = dims_[i].values.size();
+    out[i] = static_cast<uint32_t>(ordinal % n);
+    ordinal /= n;
+  }
+  return out;
+}
+
+nlohmann::json Matrix::cell(uint64_t ordinal) const {
+  auto idx = value_indices(ordinal);
+  nlohmann::json out = nlohmann::json::object();
+  for (size_t i = 0; i < dims_.size(); ++i) out[dims_[i].name] = dims_[i].values[idx[i]];
+  return out;
+}
+
+std::string Matrix::task_id(const std::string& suite_name, uint64_t ordinal) const {
+  return task_id_for(suite_name, cell(ordinal));
+}
+
+std::string task_id_for(const std::string& suite_name, const nlohmann::json& cell) {
+  // nlohmann's object keeps keys sorted: the dump is canonical.
+  return stable_hash_hex(suite_name + '\n' + cell.dump());
+}
+
+}  // namespace shepherd

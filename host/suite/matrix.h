@@ -1,0 +1,35 @@
+#pragma once
+// The planner: a suite's matrix is the cartesian product of its dimensions.
+// A cell is addressed by its ordinal; its task id is a hash of the suite name
+// and the cell's canonical JSON, so it is the same run after run whatever the
+// order of keys in the file.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "suite/suite.h"
+
+namespace shepherd {
+
+class Matrix {
+ public:
+  explicit Matrix(const std::vector<Dimension>& dims);  // dims sorted by name
+
+  uint64_t size() const { return size_; }
+  const std::vector<Dimension>& dims() const { return dims_; }
+
+  // Index of each dimension's value for this cell, in dims() order.
+  std::vector<uint32_t> value_indices(uint64_t ordinal) const;
+  nlohmann::json cell(uint64_t ordinal) const;  // {"dim": value, ...}
+  std::string task_id(const std::string& suite_name, uint64_t ordinal) const;
+
+ private:
+  std::vector<Dimension> dims_;
+  uint64_t size_ = 1;
+};
+
+std::string task_id_for(const std::string& suite_name, const nlohmann::json& cell);
+
+}  // namespace shepherd

@@ -1,0 +1,460 @@
+// Loads a suite file once and validates every field, so that a mistake is
+// reported before anything runs, with the file, the line and the field.
+#include <unistd.h>
+
+#include <filesystem>
+#include <regex>
+#include <set>
+
+#include "core/error.h"
+#include "core/hash.h"
+#include "core/resources.h"
+#include "lua/api.h"
+#include "lua/lua_call.h"
+#include "lua/lua_json.h"
+#include "suite/field_lines.h"
+#include "suite/suite.h"
+
+namespace fs = std::filesystem;
+
+namespace shepherd {
+
+nlohmann::json RetryConfig::to_json() const {
+  return {{"max_retries", max_retries},
+          {"base_delay_ms", base_delay_ms},
+          {"backoff_multiplier", backoff_multiplier},
+          {"max_delay_ms", max_delay_ms},
+          {"jitter", jitter},
+          {"retry_on_timeout", retry_on_timeout},
+          {"retry_on_api_error", retry_on_api_error},
+          {"retry_on_format_error", retry_on_format_error}};
+}
+
+namespace {
+
+using Path = std::vector<std::string>;
+
+std::string join(const Path& path) {
+  std::string out;
+  for (const auto& p : path) {
+    if (!p.empty() && std::isdigit(static_cast<unsigned char>(p[0]))) {
+      out += "[" + p + "]";
+    } else {
+      out += (out.empty() ? "" : ".") + p;
+    }
+  }
+  return out;
+}
+
+// Reads the suite table on the Lua stack, field by field.
+class SuiteReader {
+ public:
+  SuiteReader(lua_State* L, const Suite& suite) : L_(L), suite_(suite) {}
+
+  [[noreturn]] void invalid(const Path& field, const std::string& why) const {
+    int line = find_field_line(suite_.source, field);
+    std::string where = suite_.path + (line > 0 ? ":" + std::to_string(line) : "");
+    throw Error(codes::SUITE_INVALID, where + ": " + join(field) + ": " + why, Stage::config,
+                {{"file", suite_.path}, {"line", line}, {"field", join(field)}});
+  }
+
+  std::string type_at(int idx) const { return luaL_typename(L_, idx); }
+
+  void expect(int idx, int type, const Path& field, const char* what) const {
+    if (lua_type(L_, idx) != type) invalid(field, std::string("expected ") + what + ", got " + type_at(idx));
+  }
+
+  // Every key of the table at idx must be a string in `allowed`.
+  void check_fields(int idx, const std::set<std::string>& allowed, const Path& field) const {
+    lua_pushnil(L_);
+    while (lua_next(L_, idx) != 0) {
+      lua_pop(L_, 1);
+      if (lua_type(L_, -1) != LUA_TSTRING) invalid(field, "unexpected non-name key");
+      std::string key = lua_tostring(L_, -1);
+      if (!allowed.count(key)) {
+        std::string known;
+        for (const auto& a : allowed) known += (known.empty() ? "" : ", ") + a;
+        Path f = field;
+        f.push_back(key);
+        invalid(f, "unknown field (known: " + known + ")");
+      }
+    }
+  }
+
+  // Pushes t[name] (t at idx); the caller pops.
+  int get(int idx, const char* name) const {
+    lua_getfield(L_, idx, name);
+    return lua_gettop(L_);
+  }
+
+  std::string string_field(int idx, const char* name, const Path& parent, bool required,
+                           const std::string& fallback = "") const {
+    Path f = parent;
+    f.push_back(name);
+    int v = get(idx, name);
+    std::string out = fallback;
+    if (lua_isnil(L_, v)) {
+      if (required) invalid(f, "required field is missing");
+    } else {
+      expect(v, LUA_TSTRING, f, "a string");
+      out = lua_tostring(L_, v);
+      if (out.empty()) invalid(f, "must not be empty");
+    }
+    lua_pop(L_, 1);
+    return out;
+  }
+
+  double number_field(int idx, const char* name, const Path& parent, double fallback, double min,
+                      double max, bool integer) const {
+    Path f = parent;
+    f.push_back(name);
+    int v = get(idx, name);
+    double out = fallback;
+    if (!lua_isnil(L_, v)) {
+      expect(v, LUA_TNUMBER, f, integer ? "an integer" : "a number");
+      out = lua_tonumber(L_, v);
+      if (integer && out != static_cast<double>(static_cast<long long>(out))) invalid(f, "expected an integer");
+      if (out < min || out > max) {
+        invalid(f, "must be between " + nlohmann::json(min).dump() + " and " + nlohmann::json(max).dump());
+      }
+    }
+    lua_pop(L_, 1);
+    return out;
+  }
+
+  bool bool_field(int idx, const char* name, const Path& parent, bool fallback) const {
+    Path f = parent;
+    f.push_back(name);
+    int v = get(idx, name);
+    bool out = fallback;
+    if (!lua_isnil(L_, v)) {
+      expect(v, LUA_TBOOLEAN, f, "a boolean");
+      out = lua_toboolean(L_, v);
+    }
+    lua_pop(L_, 1);
+    return out;
+  }
+
+  // A non-empty list of non-empty strings at t[name].
+  std::vector<std::string> string_list(int idx, const char* name, const Path& parent, bool required) const {
+    Path f = parent;
+    f.push_back(name);
+    int v = get(idx, name);
+    std::vector<std::string> out;
+    if (lua_isnil(L_, v)) {
+      if (required) invalid(f, "required field is missing");
+      lua_pop(L_, 1);
+      return out;
+    }
+    expect(v, LUA_TTABLE, f, "a list of strings");
+    size_t n = lua_objlen(L_, v);
+    if (n == 0) invalid(f, "must not be empty");
+    for (size_t i = 1; i <= n; ++i) {
+      lua_rawgeti(L_, v, static_cast<int>(i));
+      Path fi = f;
+      fi.push_back(std::to_string(i));
+      if (lua_type(L_, -1) != LUA_TSTRING || lua_objlen(L_, -1) == 0) {
+        invalid(fi, "expected a non-empty string, got " + type_at(-1));
+      }
+      out.emplace_back(lua_tostring(L_, -1));
+      lua_pop(L_, 1);
+    }
+    lua_pop(L_, 1);
+    return out;
+  }
+
+ private:
+  lua_State* L_;
+  const Suite& suite_;
+};
+
+ProviderSpec read_provider(const SuiteReader& r, lua_State* L, int idx, const std::string& name,
+                           const SuiteLoadOptions& options) {
+  Path p{"providers", name};
+  r.expect(idx, LUA_TTABLE, p, "a table");
+  r.check_fields(idx, {"kind", "base_url", "keys", "models", "limits", "timeouts", "headers",
+                       "max_response_bytes"}, p);
+  ProviderSpec spec;
+  spec.name = name;
+  spec.kind = r.string_field(idx, "kind", p, false, "openai");
+  if (spec.kind != "openai") {
+    r.invalid({"providers", name, "kind"}, "unknown provider kind '" + spec.kind + "' (known: openai)");
+  }
+  spec.base_url = r.string_field(idx, "base_url", p, true);
+  if (spec.base_url.rfind("http://", 0) != 0 && spec.base_url.rfind("https://", 0) != 0) {
+    r.invalid({"providers", name, "base_url"}, "must start with http:// or https://");
+  }
+  while (!spec.base_url.empty() && spec.base_url.back() == '/') spec.base_url.pop_back();
+  spec.models = r.string_list(idx, "models", p, true);
+
+  int keys = r.get(idx, "keys");
+  Path kp{"providers", name, "keys"};
+  if (lua_isnil(L, keys)) r.invalid(kp, "required field is missing");
+  r.expect(keys, LUA_TTABLE, kp, "a list of {id = …, env = …}");
+  size_t n = lua_objlen(L, keys);
+  if (n == 0) r.invalid(kp, "must not be empty");
+  std::set<std::string> ids;
+  for (size_t i = 1; i <= n; ++i) {
+    lua_rawgeti(L, keys, static_cast<int>(i));
+    int k = lua_gettop(L);
+    Path ki = kp;
+    ki.push_back(std::to_string(i));
+    r.expect(k, LUA_TTABLE, ki, "a table {id = …, env = …}");
+    r.check_fields(k, {"id", "env"}, ki);
+    KeySpec key;
+    key.id = r.string_field(k, "id", ki, true);
+    key.env = r.string_field(k, "env", ki, true);
+    if (!ids.insert(key.id).second) r.invalid(ki, "duplicate key id '" + key.id + "'");
+    if (options.resolve_keys) {
+      const char* value = std::getenv(key.env.c_str());
+      if (value == nullptr || *value == '\0') {
+        throw Error(codes::KEY_ENV_MISSING,
+                    "environment variable " + key.env + " (key '" + key.id + "' of provider '" + name +
+                        "') is not set",
+                    Stage::config, {{"env", key.env}, {"key", key.id}, {"provider", name}});
+      }
+      key.value = value;
+    }
+    spec.keys.push_back(std::move(key));
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+
+  int limits = r.get(idx, "limits");
+  if (!lua_isnil(L, limits)) {
+    Path lp{"providers", name, "limits"};
+    r.expect(limits, LUA_TTABLE, lp, "a table");
+    r.check_fields(limits, {"concurrency"}, lp);
+    spec.limits.concurrency = static_cast<int>(r.number_field(limits, "concurrency", lp, 8, 1, 100000, true));
+  }
+  lua_pop(L, 1);
+
+  int timeouts = r.get(idx, "timeouts");
+  if (!lua_isnil(L, timeouts)) {
+    Path tp{"providers", name, "timeouts"};
+    r.expect(timeouts, LUA_TTABLE, tp, "a table");
+    r.check_fields(timeouts, {"connect_ms", "total_ms", "stall_ms"}, tp);
+    const double day = 86'400'000;
+    spec.timeouts.connect_ms = static_cast<long>(r.number_field(timeouts, "connect_ms", tp, 10'000, 1, day, true));
+    spec.timeouts.total_ms = static_cast<long>(r.number_field(timeouts, "total_ms", tp, 600'000, 1, day, true));
+    spec.timeouts.stall_ms = static_cast<long>(r.number_field(timeouts, "stall_ms", tp, 0, 0, day, true));
+  }
+  lua_pop(L, 1);
+
+  int headers = r.get(idx, "headers");
+  if (!lua_isnil(L, headers)) {
+    Path hp{"providers", name, "headers"};
+    r.expect(headers, LUA_TTABLE, hp, "a table of name = value");
+    lua_pushnil(L);
+    while (lua_next(L, headers) != 0) {
+      if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING) {
+        r.invalid(hp, "expected string names and string values");
+      }
+      spec.headers.push_back(std::string(lua_tostring(L, -2)) + ": " + lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  spec.max_response_bytes = static_cast<size_t>(
+      r.number_field(idx, "max_response_bytes", p, 8u << 20, 1024, 1u << 30, true));
+  return spec;
+}
+
+std::vector<Dimension> read_matrix(const SuiteReader& r, lua_State* L, int idx) {
+  Path mp{"matrix"};
+  if (lua_isnil(L, idx)) r.invalid(mp, "required field is missing");
+  r.expect(idx, LUA_TTABLE, mp, "a table of dimension = { values… }");
+  std::vector<Dimension> dims;
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    if (lua_type(L, -2) != LUA_TSTRING) r.invalid(mp, "dimension names must be strings");
+    Dimension d;
+    d.name = lua_tostring(L, -2);
+    Path dp{"matrix", d.name};
+    int list = lua_gettop(L);
+    r.expect(list, LUA_TTABLE, dp, "a list of values");
+    size_t n = lua_objlen(L, list);
+    if (n == 0) r.invalid(dp, "must list at least one value");
+    std::set<std::string> seen;
+    for (size_t i = 1; i <= n; ++i) {
+      lua_rawgeti(L, list, static_cast<int>(i));
+      Path vp = dp;
+      vp.push_back(std::to_string(i));
+      nlohmann::json value;
+      std::string error;
+      if (lua_isnil(L, -1) || !try_to_json(L, lua_gettop(L), value, error)) {
+        r.invalid(vp, error.empty() ? "a value must not be nil" : error);
+      }
+      if (!seen.insert(value.dump()).second) r.invalid(vp, "duplicate value " + value.dump());
+      d.values.push_back(std::move(value));
+      lua_pop(L, 1);
+    }
+    dims.push_back(std::move(d));
+    lua_pop(L, 1);
+  }
+  if (dims.empty()) r.invalid(mp, "must have at least one dimension");
+  std::sort(dims.begin(), dims.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  return dims;
+}
+
+void read_retry(const SuiteReader& r, lua_State* L, int idx, RetryConfig& retry) {
+  if (lua_isnil(L, idx)) return;
+  Path p{"retry"};
+  r.expect(idx, LUA_TTABLE, p, "a table");
+  r.check_fields(idx, {"max_retries", "base_delay_ms", "backoff_multiplier", "max_delay_ms", "jitter",
+                       "retry_on_timeout", "retry_on_api_error", "retry_on_format_error"}, p);
+  retry.max_retries = static_cast<int>(r.number_field(idx, "max_retries", p, retry.max_retries, 0, 1000, true));
+  retry.base_delay_ms = static_cast<long>(r.number_field(idx, "base_delay_ms", p, retry.base_delay_ms, 0, 86'400'000, true));
+  retry.backoff_multiplier = r.number_field(idx, "backoff_multiplier", p, retry.backoff_multiplier, 1, 100, false);
+  retry.max_delay_ms = static_cast<long>(r.number_field(idx, "max_delay_ms", p, retry.max_delay_ms, 0, 86'400'000, true));
+  retry.jitter = r.bool_field(idx, "jitter", p, retry.jitter);
+  retry.retry_on_timeout = r.bool_field(idx, "retry_on_timeout", p, retry.retry_on_timeout);
+  retry.retry_on_api_error = r.bool_field(idx, "retry_on_api_error", p, retry.retry_on_api_error);
+  retry.retry_on_format_error = r.bool_field(idx, "retry_on_format_error", p, retry.retry_on_format_error);
+}
+
+void read_policies(const SuiteReader& r, lua_State* L, int idx, Suite& suite) {
+  if (lua_isnil(L, idx)) return;
+  Path p{"policies"};
+  r.expect(idx, LUA_TTABLE, p, "a table of policy = \"file.lua\"");
+  r.check_fields(idx, {"classify", "retry"}, p);
+  for (const char* name : {"classify", "retry"}) {
+    std::string rel = r.string_field(idx, name, p, false);
+    if (rel.empty()) continue;
+    fs::path file = fs::path(rel).is_absolute() ? fs::path(rel) : fs::path(suite.dir) / rel;
+    std::error_code ec;
+    if (!fs::is_regular_file(file, ec)) r.invalid({"policies", name}, "no such file: " + file.string());
+    suite.policies.overrides[name] = fs::weakly_canonical(file).string();
+  }
+}
+
+}  // namespace
+
+void push_suite_table(lua_State* L, const std::string& path, const std::string& dir, const std::string& source) {
+  // The suite's own modules resolve beside it.
+  lua_getglobal(L, "package");
+  lua_pushstring(L, (dir + "/?.lua;" + dir + "/?/init.lua").c_str());
+  lua_setfield(L, -2, "path");
+  lua_pop(L, 1);
+  lua_getglobal(L, "shepherd");
+  if (lua_istable(L, -1)) {
+    lua_pushstring(L, dir.c_str());
+    lua_setfield(L, -2, "suite_dir");
+  }
+  lua_pop(L, 1);
+
+  LuaFailure failure;
+  if (!load_chunk(L, source, path, failure)) {
+    throw Error(codes::SUITE_SYNTAX, failure.describe(), Stage::config,
+                {{"file", path}, {"line", failure.line}});
+  }
+  if (!protected_call(L, 0, 1, failure)) {
+    throw Error(codes::SUITE_INVALID, failure.describe(), Stage::config,
+                {{"file", failure.file.empty() ? path : failure.file}, {"line", failure.line}});
+  }
+  if (!lua_istable(L, -1)) {
+    std::string got = luaL_typename(L, -1);
+    lua_pop(L, 1);
+    throw Error(codes::SUITE_INVALID, path + ": the suite file must return a table, got " + got,
+                Stage::config, {{"file", path}, {"line", 0}});
+  }
+}
+
+Suite load_suite(const std::string& path, const SuiteLoadOptions& options) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) {
+    throw Error(codes::SUITE_NOT_FOUND, "suite file not found: " + path, Stage::config, {{"file", path}});
+  }
+  Suite suite;
+  suite.path = fs::absolute(path).lexically_normal().string();
+  suite.dir = fs::path(suite.path).parent_path().string();
+  suite.source = read_file(suite.path);
+  suite.config_hash = stable_hash_hex(suite.source);
+
+  LuaState L;
+  register_shepherd_api(L);
+  push_suite_table(L, suite.path, suite.dir, suite.source);
+  int t = lua_gettop(L);
+  SuiteReader r(L, suite);
+  r.check_fields(t, {"name", "description", "providers", "matrix", "models", "request", "check", "retry",
+                     "policies"}, {});
+
+  suite.name = r.string_field(t, "name", {}, true);
+  static const std::regex name_re("[A-Za-z0-9][A-Za-z0-9_.-]*");
+  if (!std::regex_match(suite.name, name_re)) {
+    r.invalid({"name"}, "use letters, digits, '_', '-' and '.' (it names the store and log files)");
+  }
+  r.string_field(t, "description", {}, false);
+
+  int providers = r.get(t, "providers");
+  if (lua_isnil(L, providers)) r.invalid({"providers"}, "required field is missing");
+  r.expect(providers, LUA_TTABLE, {"providers"}, "a table of name = { … }");
+  lua_pushnil(L);
+  while (lua_next(L, providers) != 0) {
+    if (lua_type(L, -2) != LUA_TSTRING) r.invalid({"providers"}, "provider names must be strings");
+    std::string name = lua_tostring(L, -2);
+    suite.providers.push_back(read_provider(r, L, lua_gettop(L), name, options));
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  if (suite.providers.empty()) r.invalid({"providers"}, "must name at least one provider");
+  std::sort(suite.providers.begin(), suite.providers.end(),
+            [](const auto& a, const auto& b) { return a.name < b.name; });
+
+  int matrix = r.get(t, "matrix");
+  suite.dims = read_matrix(r, L, matrix);
+  lua_pop(L, 1);
+
+  auto served = [&](const std::string& model) {
+    for (const auto& p : suite.providers)
+      if (std::find(p.models.begin(), p.models.end(), model) != p.models.end()) return true;
+    return false;
+  };
+  auto model_dim = std::find_if(suite.dims.begin(), suite.dims.end(), [](const auto& d) { return d.name == "model"; });
+  suite.model_is_dimension = model_dim != suite.dims.end();
+  if (suite.model_is_dimension) {
+    lua_getfield(L, t, "models");
+    if (!lua_isnil(L, -1)) {
+      r.invalid({"models"}, "not allowed when the matrix has a 'model' dimension (each task names its model)");
+    }
+    lua_pop(L, 1);
+    for (size_t i = 0; i < model_dim->values.size(); ++i) {
+      const auto& v = model_dim->values[i];
+      Path vp{"matrix", "model", std::to_string(i + 1)};
+      if (!v.is_string() || v.get<std::string>().empty()) r.invalid(vp, "a model must be a non-empty string");
+      if (!served(v.get<std::string>())) {
+        r.invalid(vp, "model '" + v.get<std::string>() + "' is not in any provider's models");
+      }
+      suite.models.push_back(v.get<std::string>());
+    }
+  } else {
+    suite.models = r.string_list(t, "models", {}, false);
+    if (suite.models.empty()) {
+      r.invalid({"models"}, "required when the matrix has no 'model' dimension (the models to use, in order)");
+    }
+    for (size_t i = 0; i < suite.models.size(); ++i) {
+      if (!served(suite.models[i])) {
+        r.invalid({"models", std::to_string(i + 1)}, "model '" + suite.models[i] + "' is not in any provider's models");
+      }
+    }
+  }
+
+  int request = r.get(t, "request");
+  if (lua_isnil(L, request)) r.invalid({"request"}, "required field is missing");
+  r.expect(request, LUA_TFUNCTION, {"request"}, "a function(cell) returning the request body");
+  lua_pop(L, 1);
+  int check = r.get(t, "check");
+  if (!lua_isnil(L, check)) r.expect(check, LUA_TFUNCTION, {"check"}, "a function(cell, response)");
+  suite.has_check = !lua_isnil(L, check);
+  lua_pop(L, 1);
+
+  int retry = r.get(t, "retry");
+  read_retry(r, L, retry, suite.retry);
+  lua_pop(L, 1);
+  int policies = r.get(t, "policies");
+  read_policies(r, L, policies, suite);
+  lua_pop(L, 1);
+  return suite;
+}
+
+}  // namespace shepherd

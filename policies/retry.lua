@@ -1,0 +1,57 @@
+-- retry.lua: after a failed attempt, what now?
+--
+-- decide(ctx) -> { action = "retry", delay_ms = N }
+--              | { action = "fail", code = "CODE" }      (code optional)
+--              | { action = "switch_model" }             (resource models only)
+--
+-- ctx (plain fields):
+--   class           the class classify.lua gave the attempt (never "ok")
+--   attempt         attempts made for this task in this run, this one included
+--   task            the task's cell, e.g. { model = "m-a", instance = 3 }
+--   model           the model the attempt asked for
+--   model_role      "dimension" or "resource"
+--   config          the suite's `retry` table over the defaults: max_retries,
+--                   base_delay_ms, backoff_multiplier, max_delay_ms, jitter,
+--                   retry_on_timeout, retry_on_api_error, retry_on_format_error
+--   history         earlier attempts in this run, oldest first: { class, status, code }
+--   retry_after_ms  the provider's Retry-After / retry-after-ms, or nil
+--   status          HTTP status of this attempt (0 without a response)
+--   error_code      the provider's error code, or nil
+local M = { name = "retry", version = "1" }
+
+-- Which classes are transient, and the config switch that allows retrying them.
+local retryable = {
+  timeout = "retry_on_timeout",
+  network = "retry_on_api_error",
+  server_error = "retry_on_api_error",
+  bad_response = "retry_on_api_error",
+  model_mismatch = "retry_on_api_error",
+  rate_limited = true,
+  check_failed = "retry_on_format_error",
+}
+
+local function fail(class)
+  return { action = "fail", code = class:upper() }
+end
+
+function M.decide(ctx)
+  local cfg = ctx.config
+  local class = ctx.class
+  if class == "quota_exhausted" then
+    -- Never retried like a 429: waiting does not bring quota back.
+    if ctx.model_role == "resource" then return { action = "switch_model" } end
+    return fail(class)
+  end
+  local gate = retryable[class]
+  if gate == nil or (gate ~= true and not cfg[gate]) then return fail(class) end
+  local retries_done = ctx.attempt - 1
+  if retries_done >= cfg.max_retries then return fail(class) end
+
+  local delay = cfg.base_delay_ms * cfg.backoff_multiplier ^ retries_done
+  if delay > cfg.max_delay_ms then delay = cfg.max_delay_ms end
+  if cfg.jitter then delay = delay * (0.5 + 0.5 * math.random()) end
+  if ctx.retry_after_ms and ctx.retry_after_ms > delay then delay = ctx.retry_after_ms end
+  return { action = "retry", delay_ms = math.floor(delay) }
+end
+
+return M
