@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <climits>
@@ -31,6 +32,20 @@ namespace {
 // stalled transfer soon enough and costs nothing next to the I/O.
 constexpr auto stall_sweep_interval = Millis(50);
 constexpr int max_events = 1024;
+
+// libcurl 7.88 walks every cached connection of a multi handle when it looks
+// for one to reuse and again when a handle is removed: O(connections) per
+// request, which at 10,000 in flight costs ~200 us each. Spreading transfers
+// over several multi handles (all on this one loop) keeps each cache short.
+// A shard takes new transfers until it holds shard_fill of them, so light
+// loads stay on one cache (best reuse, one HTTP/2 connection) and heavy
+// loads spread evenly.
+constexpr size_t shard_count = 32;
+constexpr size_t shard_fill = 128;
+
+// epoll data: the shard in the high half, the socket in the low half; the
+// eventfd gets a tag no socket can have.
+constexpr uint64_t wake_tag = ~uint64_t{0};
 
 struct Pending {
   HttpRequest request;
@@ -72,13 +87,25 @@ class HttpClient::Impl {
   void shutdown();
   int wait_timeout_ms() const;
 
+  struct Shard {
+    Impl* owner = nullptr;
+    uint32_t index = 0;
+    details::multi_handle multi;
+    std::optional<TimePoint> timer_due;  // curl's single timeout for this multi
+    size_t active = 0;
+  };
+  Shard& pick_shard();
+
   static int on_socket(CURL* easy, curl_socket_t socket, int what, void* userp, void* socketp);
   static int on_timer(CURLM* multi, long timeout_ms, void* userp);
 
   CompletionSink sink_;
   details::unique_fd epoll_;
   details::unique_fd wake_fd_;
-  details::multi_handle multi_;  // declared after the fds: its cleanup still calls on_socket
+  // The shards' connection caches are separate; DNS answers and TLS sessions
+  // are shared by all (one thread uses it, so no locking).
+  details::share_handle share_;
+  std::array<Shard, shard_count> shards_;  // after the fds: multi cleanup still calls on_socket
 
   // Shared with submitting threads.
   std::mutex mutex_;
@@ -90,7 +117,6 @@ class HttpClient::Impl {
 
   // Loop thread only.
   TimePoint now_ = SteadyClock::now();  // read once per loop turn
-  std::optional<TimePoint> timer_due_;  // curl's single timeout
   TimePoint next_sweep_{};
   size_t stall_watched_ = 0;  // active transfers with a stall limit
   std::vector<std::unique_ptr<Transfer>> active_;
@@ -113,24 +139,39 @@ HttpClient::Impl::Impl(HttpClientOptions options, CompletionSink sink) : sink_(s
   if (!wake_fd_) fail_init(std::string("eventfd: ") + std::strerror(errno));
   epoll_event event{};
   event.events = EPOLLIN;
-  event.data.fd = wake_fd_.get();
+  event.data.u64 = wake_tag;
   if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_fd_.get(), &event) != 0)
     fail_init(std::string("epoll_ctl: ") + std::strerror(errno));
 
-  multi_.reset(curl_multi_init());
-  if (!multi_) fail_init("curl_multi_init failed");
-  CURLM* m = multi_.get();
-  CURLMcode rc = CURLM_OK;
-  const auto set = [&](CURLMoption option, auto value) {
-    if (rc == CURLM_OK) rc = curl_multi_setopt(m, option, value);
-  };
-  set(CURLMOPT_SOCKETFUNCTION, &on_socket);
-  set(CURLMOPT_SOCKETDATA, static_cast<void*>(this));
-  set(CURLMOPT_TIMERFUNCTION, &on_timer);
-  set(CURLMOPT_TIMERDATA, static_cast<void*>(this));
-  set(CURLMOPT_MAXCONNECTS, static_cast<long>(std::min<size_t>(options.max_connections, LONG_MAX)));
-  set(CURLMOPT_PIPELINING, static_cast<long>(CURLPIPE_MULTIPLEX));
-  if (rc != CURLM_OK) fail_init(curl_multi_strerror(rc));
+  share_.reset(curl_share_init());
+  if (!share_) fail_init("curl_share_init failed");
+  if (curl_share_setopt(share_.get(), CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK ||
+      curl_share_setopt(share_.get(), CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK)
+    fail_init("curl_share_setopt failed");
+
+  // Each shard may cache max_connections: a shard never holds many more
+  // connections than its share of the peak concurrency anyway.
+  const auto max_connections =
+      static_cast<long>(std::min<size_t>(options.max_connections, LONG_MAX));
+  for (uint32_t i = 0; i < shard_count; ++i) {
+    Shard& shard = shards_[i];
+    shard.owner = this;
+    shard.index = i;
+    shard.multi.reset(curl_multi_init());
+    if (!shard.multi) fail_init("curl_multi_init failed");
+    CURLM* m = shard.multi.get();
+    CURLMcode rc = CURLM_OK;
+    const auto set = [&](CURLMoption option, auto value) {
+      if (rc == CURLM_OK) rc = curl_multi_setopt(m, option, value);
+    };
+    set(CURLMOPT_SOCKETFUNCTION, &on_socket);
+    set(CURLMOPT_SOCKETDATA, static_cast<void*>(&shard));
+    set(CURLMOPT_TIMERFUNCTION, &on_timer);
+    set(CURLMOPT_TIMERDATA, static_cast<void*>(&shard));
+    set(CURLMOPT_MAXCONNECTS, max_connections);
+    set(CURLMOPT_PIPELINING, static_cast<long>(CURLPIPE_MULTIPLEX));
+    if (rc != CURLM_OK) fail_init(curl_multi_strerror(rc));
+  }
 
   thread_ = std::thread([this] { run(); });
 }
@@ -199,10 +240,11 @@ void HttpClient::Impl::run() {
 
     bool woken = false;
     for (int i = 0; i < n; ++i) dispatch(events[i], woken);
-    if (timer_due_ && now_ >= *timer_due_) {
-      timer_due_.reset();  // curl may set a new one from inside the call
+    for (Shard& shard : shards_) {
+      if (!shard.timer_due || now_ < *shard.timer_due) continue;
+      shard.timer_due.reset();  // curl may set a new one from inside the call
       int running = 0;
-      curl_multi_socket_action(multi_.get(), CURL_SOCKET_TIMEOUT, 0, &running);
+      curl_multi_socket_action(shard.multi.get(), CURL_SOCKET_TIMEOUT, 0, &running);
     }
     collect_finished();
     if (woken && !handle_wake()) break;
@@ -216,13 +258,14 @@ void HttpClient::Impl::run() {
 }
 
 void HttpClient::Impl::dispatch(const epoll_event& event, bool& woken) {
-  const int fd = event.data.fd;
-  if (fd == wake_fd_.get()) {
+  if (event.data.u64 == wake_tag) {
     uint64_t count = 0;
-    [[maybe_unused]] const auto got = ::read(fd, &count, sizeof count);
+    [[maybe_unused]] const auto got = ::read(wake_fd_.get(), &count, sizeof count);
     woken = true;
     return;
   }
+  const auto shard = static_cast<uint32_t>(event.data.u64 >> 32);
+  const auto fd = static_cast<curl_socket_t>(event.data.u64 & 0xffff'ffffu);
   int flags = 0;
   if (event.events & EPOLLIN) flags |= CURL_CSELECT_IN;
   if (event.events & EPOLLOUT) flags |= CURL_CSELECT_OUT;
@@ -230,7 +273,7 @@ void HttpClient::Impl::dispatch(const epoll_event& event, bool& woken) {
   // A hang-up is read like input, so curl sees the EOF or the reset itself.
   if (event.events & EPOLLHUP) flags |= CURL_CSELECT_IN;
   int running = 0;
-  curl_multi_socket_action(multi_.get(), fd, flags, &running);
+  curl_multi_socket_action(shards_[shard].multi.get(), fd, flags, &running);
 }
 
 bool HttpClient::Impl::handle_wake() {
@@ -268,11 +311,23 @@ void HttpClient::Impl::start(Pending&& pending) {
   Transfer& t = *transfer;
   t.active_index = active_.size();
   active_.push_back(std::move(transfer));
-  const bool ready = t.prepare(std::move(pending.request), pending.submitted);
-  if (t.request.stall_timeout_ms > 0) ++stall_watched_;  // complete() counts it down
+  Shard& shard = pick_shard();
+  t.shard = shard.index;
+  ++shard.active;  // complete() counts this and stall_watched_ down
+  const bool ready = t.prepare(std::move(pending.request), pending.submitted, share_.get());
+  if (t.request.stall_timeout_ms > 0) ++stall_watched_;
   if (!ready) return complete(t, Transport::other, t.error);
-  const CURLMcode rc = curl_multi_add_handle(multi_.get(), t.easy.get());
+  const CURLMcode rc = curl_multi_add_handle(shard.multi.get(), t.easy.get());
   if (rc != CURLM_OK) complete(t, Transport::other, curl_multi_strerror(rc));
+}
+
+HttpClient::Impl::Shard& HttpClient::Impl::pick_shard() {
+  Shard* least = &shards_[0];
+  for (Shard& shard : shards_) {
+    if (shard.active < shard_fill) return shard;
+    if (shard.active < least->active) least = &shard;
+  }
+  return *least;
 }
 
 void HttpClient::Impl::sweep_stalled() {
@@ -290,34 +345,38 @@ void HttpClient::Impl::sweep_stalled() {
 }
 
 void HttpClient::Impl::collect_finished() {
-  int left = 0;
-  while (CURLMsg* msg = curl_multi_info_read(multi_.get(), &left)) {
-    if (msg->msg != CURLMSG_DONE) continue;
-    // Copy out first: removing the handle invalidates msg.
-    CURL* easy = msg->easy_handle;
-    const CURLcode code = msg->data.result;
-    char* priv = nullptr;
-    curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
-    Transfer& t = *reinterpret_cast<Transfer*>(priv);
-    curl_multi_remove_handle(multi_.get(), easy);
+  for (Shard& shard : shards_) {
+    int left = 0;
+    while (CURLMsg* msg = curl_multi_info_read(shard.multi.get(), &left)) {
+      if (msg->msg != CURLMSG_DONE) continue;
+      // Copy out first: removing the handle invalidates msg.
+      CURL* easy = msg->easy_handle;
+      const CURLcode code = msg->data.result;
+      char* priv = nullptr;
+      curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
+      Transfer& t = *reinterpret_cast<Transfer*>(priv);
+      curl_multi_remove_handle(shard.multi.get(), easy);
 
-    const Transport transport = details::classify_result(code, t);
-    std::string detail;
-    if (transport == Transport::too_large)
-      detail = "response body exceeded " + std::to_string(t.request.max_response_bytes) + " bytes";
-    else if (code != CURLE_OK)
-      detail = t.error[0] != '\0' ? t.error : curl_easy_strerror(code);
-    complete(t, transport, std::move(detail));
+      const Transport transport = details::classify_result(code, t);
+      std::string detail;
+      if (transport == Transport::too_large)
+        detail = "response body exceeded " + std::to_string(t.request.max_response_bytes) +
+                 " bytes";
+      else if (code != CURLE_OK)
+        detail = t.error[0] != '\0' ? t.error : curl_easy_strerror(code);
+      complete(t, transport, std::move(detail));
+    }
   }
 }
 
 void HttpClient::Impl::abort(Transfer& transfer, Transport transport, std::string detail) {
-  curl_multi_remove_handle(multi_.get(), transfer.easy.get());
+  curl_multi_remove_handle(shards_[transfer.shard].multi.get(), transfer.easy.get());
   complete(transfer, transport, std::move(detail));
 }
 
 void HttpClient::Impl::complete(Transfer& t, Transport transport, std::string detail) {
   if (t.request.stall_timeout_ms > 0) --stall_watched_;
+  --shards_[t.shard].active;
   const auto submitted = t.submitted;
   HttpResponse response = t.take_response(transport, std::move(detail));
   response.elapsed_ms = ms_between(submitted, SteadyClock::now());
@@ -356,15 +415,20 @@ void HttpClient::Impl::deliver() {
 }
 
 void HttpClient::Impl::shutdown() {
-  // curl's required order: detach every easy handle, free them, then the multi.
-  for (const auto& t : active_) curl_multi_remove_handle(multi_.get(), t->easy.get());
+  // curl's required order: detach every easy handle, free them, then the
+  // multi handles; the share goes last, once nothing uses it.
+  for (const auto& t : active_)
+    curl_multi_remove_handle(shards_[t->shard].multi.get(), t->easy.get());
   active_.clear();
   free_.clear();
-  multi_.reset();
+  for (Shard& shard : shards_) shard.multi.reset();
+  share_.reset();
 }
 
 int HttpClient::Impl::wait_timeout_ms() const {
-  std::optional<TimePoint> due = timer_due_;
+  std::optional<TimePoint> due;
+  for (const Shard& shard : shards_)
+    if (shard.timer_due && (!due || *shard.timer_due < *due)) due = shard.timer_due;
   if (stall_watched_ > 0 && (!due || next_sweep_ < *due)) due = next_sweep_;
   if (!due) return -1;
   const auto now = SteadyClock::now();
@@ -375,30 +439,30 @@ int HttpClient::Impl::wait_timeout_ms() const {
 }
 
 int HttpClient::Impl::on_socket(CURL*, curl_socket_t socket, int what, void* userp, void* socketp) {
-  auto& self = *static_cast<Impl*>(userp);
-  const int ep = self.epoll_.get();
+  auto& shard = *static_cast<Shard*>(userp);
+  const int ep = shard.owner->epoll_.get();
   if (what == CURL_POLL_REMOVE) {
     epoll_ctl(ep, EPOLL_CTL_DEL, socket, nullptr);  // fails harmlessly if already closed
     return 0;
   }
   epoll_event event{};
   event.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
-  event.data.fd = socket;
+  event.data.u64 = (uint64_t{shard.index} << 32) | static_cast<uint32_t>(socket);
   // socketp marks a socket we registered; a closed and reused descriptor may
   // have lost its registration, hence the fallbacks.
   if (socketp && epoll_ctl(ep, EPOLL_CTL_MOD, socket, &event) == 0) return 0;
   if (epoll_ctl(ep, EPOLL_CTL_ADD, socket, &event) != 0 && errno == EEXIST)
     epoll_ctl(ep, EPOLL_CTL_MOD, socket, &event);
-  if (!socketp) curl_multi_assign(self.multi_.get(), socket, &self);
+  if (!socketp) curl_multi_assign(shard.multi.get(), socket, &shard);
   return 0;
 }
 
 int HttpClient::Impl::on_timer(CURLM*, long timeout_ms, void* userp) {
-  auto& self = *static_cast<Impl*>(userp);
+  auto& shard = *static_cast<Shard*>(userp);
   if (timeout_ms < 0)
-    self.timer_due_.reset();
+    shard.timer_due.reset();
   else
-    self.timer_due_ = SteadyClock::now() + Millis(timeout_ms);
+    shard.timer_due = SteadyClock::now() + Millis(timeout_ms);
   return 0;
 }
 

@@ -136,8 +136,9 @@ class ScenarioReader {
 
   FaultSpec faults(const json& value) const {
     object(value, "faults");
-    only_fields(value, "faults.", {"error_500", "hang", "stall", "reset", "malformed",
-                                   "wrong_model", "first_attempt_only"});
+    only_fields(
+        value, "faults.",
+        {"error_500", "hang", "stall", "reset", "malformed", "wrong_model", "first_attempt_only"});
     FaultSpec spec;
     auto read = [&](const char* name, double& into) {
       if (auto it = value.find(name); it != value.end())
@@ -153,9 +154,10 @@ class ScenarioReader {
       if (!it->is_boolean()) fail("faults.first_attempt_only", "expected true or false");
       spec.first_attempt_only = it->get<bool>();
     }
-    double sum = spec.error_500 + spec.hang + spec.stall + spec.reset + spec.malformed +
-                 spec.wrong_model;
-    if (sum > 1 + 1e-9) fail("faults", "probabilities sum to " + std::to_string(sum) + ", must be <= 1");
+    double sum =
+        spec.error_500 + spec.hang + spec.stall + spec.reset + spec.malformed + spec.wrong_model;
+    if (sum > 1 + 1e-9)
+      fail("faults", "probabilities sum to " + std::to_string(sum) + ", must be <= 1");
     return spec;
   }
 
@@ -168,8 +170,8 @@ class ScenarioReader {
 Scenario Scenario::from_json(const nlohmann::json& j, const std::string& source) {
   ScenarioReader reader(source);
   if (!j.is_object()) reader.fail("", "a scenario must be a JSON object");
-  reader.only_fields(j, "", {"latency", "keys", "rate_limit", "quota", "faults", "wrong_model",
-                             "seed"});
+  reader.only_fields(j, "",
+                     {"latency", "keys", "rate_limit", "quota", "faults", "wrong_model", "seed"});
   Scenario s;
   if (auto it = j.find("latency"); it != j.end()) s.latency = reader.latency(*it);
   if (auto it = j.find("keys"); it != j.end()) s.valid_keys = reader.keys(*it);

@@ -1,7 +1,6 @@
 #include "store/writer.h"
 
 #include <atomic>
-#include <cstdlib>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -11,6 +10,7 @@
 #include <SQLiteCpp/Database.h>
 #include <SQLiteCpp/Statement.h>
 #include <SQLiteCpp/Transaction.h>
+#include <sqlite3.h>
 
 #include "core/clock.h"
 #include "core/error.h"
@@ -28,6 +28,9 @@ struct overloaded : F... {
 };
 template <class... F>
 overloaded(F...) -> overloaded<F...>;
+
+// SQLite's default autocheckpoint threshold (about 4 MB of WAL).
+constexpr int kCheckpointFrames = 1000;
 
 constexpr const char* kInsertAttempt =
     "INSERT INTO attempts(task, run, n, key_id, endpoint, model_requested, model_answered, "
@@ -64,7 +67,14 @@ class Writer::Impl {
         update_task_after_attempt_(prepare(kUpdateTaskAfterAttempt)),
         update_task_state_(prepare(kUpdateTaskState)),
         insert_event_(prepare(kInsertEvent)) {
-    if (const char* c = std::getenv("SHP_CACHE")) db_->exec(std::string("PRAGMA cache_size=") + c);
+    details::guard(codes::STORE_OPEN_FAILED, path_, "configure writer", [&] {
+      // A batch can reach tens of MB while the writer catches up; a cache that
+      // holds it spares SQLite spilling pages mid-transaction and reading them back.
+      db_->exec("PRAGMA cache_size=-32768");
+    });
+    // Replaces SQLite's autocheckpoint (which runs inside COMMIT, before the
+    // batch could be acknowledged) with one run after flushers are woken.
+    sqlite3_wal_hook(db_->getHandle(), &Impl::on_wal_commit, this);
     // Started last: the thread owns the connection and statements from here on.
     thread_ = std::thread([this] { run(); });
   }
@@ -136,7 +146,22 @@ class Writer::Impl {
         committed_.fetch_add(n, std::memory_order_release);
       }
       committed_cv_.notify_all();
+      checkpoint_if_due();
     }
+  }
+
+  static int on_wal_commit(void* self, sqlite3*, const char*, int frames) {
+    static_cast<Impl*>(self)->wal_frames_ = frames;
+    return SQLITE_OK;
+  }
+
+  // PASSIVE never waits on readers; a checkpoint that fails loses nothing
+  // (the WAL keeps every frame), so its result only matters to the next one.
+  void checkpoint_if_due() {
+    if (wal_frames_ < kCheckpointFrames) return;
+    wal_frames_ = 0;
+    sqlite3_wal_checkpoint_v2(db_->getHandle(), nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr,
+                              nullptr);
   }
 
   // Group commit: every record taken from the queue, one transaction.
@@ -250,6 +275,7 @@ class Writer::Impl {
   bool stopping_ = false;
   std::shared_ptr<const Error> failure_;
   std::atomic<uint64_t> committed_{0};
+  int wal_frames_ = 0;  // WAL size after the last commit; writer thread only
   std::thread thread_;
 };
 

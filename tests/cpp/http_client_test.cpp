@@ -360,7 +360,8 @@ TEST(HttpClient, ErrorStatusesAreResponsesNotTransportFailures) {
   client.submit(chat_request(failing->port(), 500));
   auto guarded = start_mock({{"latency", 0}, {"keys", {"good"}}});
   client.submit(chat_request(guarded->port(), 401, "bad"));
-  auto limited = start_mock({{"latency", 0}, {"rate_limit", {{"requests", 1}, {"window_ms", 60'000}}}});
+  auto limited =
+      start_mock({{"latency", 0}, {"rate_limit", {{"requests", 1}, {"window_ms", 60'000}}}});
   client.submit(chat_request(limited->port(), 200));
   ASSERT_TRUE(got.wait_for(3, 5s));
   client.submit(chat_request(limited->port(), 429));

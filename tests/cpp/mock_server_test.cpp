@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "mock/details/chat_reply.h"
+#include "mock/details/mock_behavior.h"
 #include "mock/scenario.h"
 
 namespace shepherd {
@@ -193,8 +194,7 @@ TEST(MockServer, EchoesAtMost200CharactersOfTheLastMessage) {
   r.body = json{{"model", "m-a"},
                 {"messages",
                  {{{"role", "system"}, {"content", "be brief"}},
-                  {{"role", "user"},
-                   {"content", {{{"type", "text"}, {"text", long_text}}}}}}}}
+                  {{"role", "user"}, {"content", {{{"type", "text"}, {"text", long_text}}}}}}}}
                .dump();
   HttpResult res = http(server->port(), r);
   ASSERT_EQ(res.status, 200) << res.body;
@@ -262,7 +262,8 @@ TEST(MockServer, WithoutAKeyListAnyKeyIsValidButOneIsRequired) {
 }
 
 TEST(MockServer, RateLimitsPerKeyAndModelWithOpenAiHeaders) {
-  auto server = serve({{"keys", {"k1", "k2"}}, {"rate_limit", {{"requests", 3}, {"window_ms", 500}}}});
+  auto server =
+      serve({{"keys", {"k1", "k2"}}, {"rate_limit", {{"requests", 3}, {"window_ms", 1000}}}});
   const auto port = server->port();
   for (int i = 0; i < 3; ++i) {
     HttpResult r = chat(port, "k1", "m-a");
@@ -277,10 +278,10 @@ TEST(MockServer, RateLimitsPerKeyAndModelWithOpenAiHeaders) {
   EXPECT_EQ(limited.header("retry-after"), "1");  // whole seconds, rounded up
   const int retry_ms = std::stoi(limited.header("retry-after-ms"));
   EXPECT_GE(retry_ms, 1);
-  EXPECT_LE(retry_ms, 500);
+  EXPECT_LE(retry_ms, 1000);
   EXPECT_EQ(limited.header("x-ratelimit-limit-requests"), "3");
   EXPECT_EQ(limited.header("x-ratelimit-remaining-requests"), "0");
-  EXPECT_EQ(limited.header("x-ratelimit-reset-requests"), std::to_string(retry_ms) + "ms");
+  EXPECT_EQ(limited.header("x-ratelimit-reset-requests"), details::format_reset_duration(retry_ms));
 
   // Other (key, model) pairs have their own windows.
   EXPECT_EQ(chat(port, "k1", "m-b").status, 200);
@@ -403,29 +404,41 @@ TEST(MockServer, DropsADelayedRequestWhoseClientLeft) {
   HttpResult r = chat(server->port(), "k", "m-a", "hello", 200);
   EXPECT_EQ(r.code, CURLE_OPERATION_TIMEDOUT);
   EXPECT_TRUE(drains(*server, 1000ms));
-  // Still healthy afterwards, and a stopped server frees what it still holds.
-  auto other = serve({{"latency", 5000}, {"faults", {{"hang", 0.5}}}});
-  CURLM* multi = curl_multi_init();
-  HttpResult results[4];
-  SlistPtr lists[4];
-  char errbufs[4][CURL_ERROR_SIZE] = {};
-  CurlPtr easies[4];
-  for (int i = 0; i < 4; ++i) {
-    Request req;
-    req.body = chat_body("m-a", "x").dump();
-    req.headers = {"Authorization: Bearer k"};
-    easies[i] = make_easy(other->port(), req, lists[i], results[i], errbufs[i]);
-    curl_multi_add_handle(multi, easies[i].get());
+}
+
+TEST(MockServer, StopsCleanlyWhileHoldingRequests) {
+  // Delayed answers, hangs and stalls are all still held when the server goes.
+  for (const json& scenario :
+       {json{{"latency", 5000}}, json{{"faults", {{"hang", 0.5}, {"stall", 0.5}}}, {"seed", 3}}}) {
+    auto server = serve(scenario);
+    constexpr int n = 6;
+    CURLM* multi = curl_multi_init();
+    HttpResult results[n];
+    SlistPtr lists[n];
+    char errbufs[n][CURL_ERROR_SIZE] = {};
+    CurlPtr easies[n];
+    for (int i = 0; i < n; ++i) {
+      Request req;
+      req.body = chat_body("m-a", "x").dump();
+      req.headers = {"Authorization: Bearer k"};
+      easies[i] = make_easy(server->port(), req, lists[i], results[i], errbufs[i]);
+      curl_multi_add_handle(multi, easies[i].get());
+    }
+    for (int spin = 0; spin < 30 && server->stats()["in_flight"] != n; ++spin) {
+      int running = 0;
+      curl_multi_perform(multi, &running);
+      curl_multi_poll(multi, nullptr, 0, 10, nullptr);
+    }
+    json stats = server->stats();
+    EXPECT_EQ(stats["in_flight"], n) << scenario.dump();
+    if (scenario.contains("faults")) {
+      EXPECT_GT(stats["by_outcome"]["hang"].get<int>(), 0);
+      EXPECT_GT(stats["by_outcome"]["stall"].get<int>(), 0);
+    }
+    server.reset();  // destroyed while holding them: no leak, no dangling timer
+    for (auto& e : easies) curl_multi_remove_handle(multi, e.get());
+    curl_multi_cleanup(multi);
   }
-  for (int spin = 0; spin < 20; ++spin) {  // ~200 ms: requests arrive and are held
-    int running = 0;
-    curl_multi_perform(multi, &running);
-    curl_multi_poll(multi, nullptr, 0, 10, nullptr);
-  }
-  EXPECT_EQ(other->stats()["in_flight"], 4);
-  other.reset();  // destroyed with 4 requests held
-  for (auto& e : easies) curl_multi_remove_handle(multi, e.get());
-  curl_multi_cleanup(multi);
 }
 
 TEST(MockServer, HoldsManyRequestsAtOnceAndCountsThePeak) {
@@ -449,7 +462,8 @@ TEST(MockServer, HoldsManyRequestsAtOnceAndCountsThePeak) {
     curl_multi_perform(multi, &running);
     curl_multi_poll(multi, nullptr, 0, 50, nullptr);
   } while (running > 0);
-  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   int done = 0;
   while (CURLMsg* msg = curl_multi_info_read(multi, &running)) {
     if (msg->msg != CURLMSG_DONE) continue;
@@ -479,11 +493,11 @@ TEST(MockServer, StatsCountOutcomesByKeyAndModel) {
   chat(port, "k1", "m-a");
   chat(port, "k1", "m-a");
   chat(port, "k2", "m-b");
-  chat(port, "k2", "m-b");      // quota_exhausted
-  chat(port, "nope", "m-a");    // unauthorized
+  chat(port, "k2", "m-b");    // quota_exhausted
+  chat(port, "nope", "m-a");  // unauthorized
   Request bad;
   bad.body = "{";
-  http(port, bad);              // bad_request
+  http(port, bad);  // bad_request
 
   json s = get_stats(port);
   EXPECT_EQ(s["requests"], 6);
@@ -577,6 +591,37 @@ TEST(MockServer, FormatsResetDurationsLikeOpenAi) {
   EXPECT_EQ(details::format_reset_duration(61'250), "1m1.25s");
 }
 
+TEST(MockBehavior, SamplesLatencyFromTheConfiguredDistribution) {
+  auto mean_of = [](const json& latency, double& lo, double& hi) {
+    Scenario s = Scenario::from_json({{"latency", latency}}, "test.json");
+    details::MockBehavior behavior(s);
+    details::ChatFacts facts;
+    facts.well_formed = true;
+    facts.key = "k";
+    facts.model = "m-a";
+    double sum = 0;
+    lo = 1e18;
+    hi = -1;
+    constexpr int n = 4000;
+    for (int i = 0; i < n; ++i) {
+      const double ms = behavior.decide(facts, SteadyClock::now()).latency_ms;
+      sum += ms;
+      lo = std::min(lo, ms);
+      hi = std::max(hi, ms);
+    }
+    return sum / n;
+  };
+  double lo = 0, hi = 0;
+  EXPECT_EQ(mean_of(7, lo, hi), 7);
+  EXPECT_NEAR(mean_of({{"kind", "uniform"}, {"min_ms", 10}, {"max_ms", 20}}, lo, hi), 15, 0.5);
+  EXPECT_GE(lo, 10);
+  EXPECT_LE(hi, 20);
+  EXPECT_NEAR(mean_of({{"kind", "normal"}, {"mean_ms", 50}, {"stddev_ms", 10}}, lo, hi), 50, 1.5);
+  EXPECT_GE(lo, 0);
+  EXPECT_NEAR(mean_of({{"kind", "exponential"}, {"mean_ms", 50}}, lo, hi), 50, 5);
+  EXPECT_GE(lo, 0);
+}
+
 // ---- scenario validation ---------------------------------------------------------
 
 Error scenario_error(const json& j) {
@@ -590,8 +635,7 @@ Error scenario_error(const json& j) {
 }
 
 TEST(Scenario, ParsesEveryField) {
-  Scenario s = Scenario::from_json(
-      json::parse(R"({
+  Scenario s = Scenario::from_json(json::parse(R"({
         "latency": {"kind": "uniform", "min_ms": 1, "max_ms": 10},
         "keys": ["key-a", "key-b"],
         "rate_limit": {"requests": 10, "window_ms": 1000},
@@ -601,7 +645,7 @@ TEST(Scenario, ParsesEveryField) {
         "wrong_model": "mock-other",
         "seed": 42
       })"),
-      "s.json");
+                                   "s.json");
   EXPECT_EQ(s.latency.kind, LatencySpec::Kind::uniform);
   EXPECT_EQ(s.latency.a_ms, 1);
   EXPECT_EQ(s.latency.b_ms, 10);
@@ -673,8 +717,9 @@ TEST(Scenario, WrongTypesNameTheField) {
   EXPECT_NE(message({{"keys", {"a", 3}}}).find("keys[1]"), std::string::npos);
   EXPECT_NE(message({{"rate_limit", {{"requests", -1}}}}).find("rate_limit.requests"),
             std::string::npos);
-  EXPECT_NE(message({{"rate_limit", {{"requests", 1}, {"window_ms", 0}}}}).find("rate_limit.window_ms"),
-            std::string::npos);
+  EXPECT_NE(
+      message({{"rate_limit", {{"requests", 1}, {"window_ms", 0}}}}).find("rate_limit.window_ms"),
+      std::string::npos);
   EXPECT_NE(message({{"quota", {{"m-a", 1.5}}}}).find("quota.m-a"), std::string::npos);
   EXPECT_NE(message({{"faults", {{"first_attempt_only", 1}}}}).find("faults.first_attempt_only"),
             std::string::npos);

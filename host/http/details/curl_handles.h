@@ -14,12 +14,16 @@ struct easy_deleter {
 struct multi_deleter {
   void operator()(CURLM* multi) const { curl_multi_cleanup(multi); }
 };
+struct share_deleter {
+  void operator()(CURLSH* share) const { curl_share_cleanup(share); }
+};
 struct slist_deleter {
   void operator()(curl_slist* list) const { curl_slist_free_all(list); }
 };
 
 using easy_handle = std::unique_ptr<CURL, easy_deleter>;
 using multi_handle = std::unique_ptr<CURLM, multi_deleter>;
+using share_handle = std::unique_ptr<CURLSH, share_deleter>;
 using header_list = std::unique_ptr<curl_slist, slist_deleter>;
 
 // A file descriptor closed on destruction (epoll, eventfd).

@@ -17,8 +17,8 @@ std::string_view trim(std::string_view s) {
 
 std::string lowercase(std::string_view s) {
   std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c); });
+  for (char& c : out)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
   return out;
 }
 
@@ -88,7 +88,7 @@ size_t on_body(char* data, size_t size, size_t count, void* userp) {
 Transfer::Transfer(easy_handle handle, const TimePoint* loop_now)
     : easy(std::move(handle)), now(loop_now) {}
 
-bool Transfer::prepare(HttpRequest&& r, TimePoint submitted_at) {
+bool Transfer::prepare(HttpRequest&& r, TimePoint submitted_at, CURLSH* share) {
   request = std::move(r);
   response = HttpResponse{};
   response.id = request.id;
@@ -120,6 +120,7 @@ bool Transfer::prepare(HttpRequest&& r, TimePoint submitted_at) {
     if (rc == CURLE_OK) rc = curl_easy_setopt(e, option, value);
   };
   set(CURLOPT_PRIVATE, static_cast<void*>(this));
+  set(CURLOPT_SHARE, share);
   set(CURLOPT_ERRORBUFFER, error);
   set(CURLOPT_NOSIGNAL, 1L);
   set(CURLOPT_HEADERFUNCTION, &on_header);

@@ -4,6 +4,7 @@
 #include <curl/curl.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "core/clock.h"
@@ -18,8 +19,9 @@ struct Transfer {
   explicit Transfer(easy_handle handle, const TimePoint* now);
 
   // Resets the handle and sets every option for `request`; false (with the
-  // reason in `error`) if curl refused one.
-  bool prepare(HttpRequest&& request, TimePoint submitted_at);
+  // reason in `error`) if curl refused one. `share` carries the DNS cache and
+  // TLS sessions common to all transfers.
+  bool prepare(HttpRequest&& request, TimePoint submitted_at, CURLSH* share);
 
   // Moves the finished response out and drops the request; the handle stays
   // for the next prepare().
@@ -37,6 +39,7 @@ struct Transfer {
   bool responding = false;  // a first response byte arrived: the stall clock runs
   bool too_large = false;   // the write callback refused the body
   size_t active_index = 0;  // position in the client's active list
+  uint32_t shard = 0;       // which of the client's multi handles drives it
 };
 
 // Maps how curl ended a transfer onto Transport.

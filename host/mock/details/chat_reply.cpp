@@ -45,7 +45,9 @@ std::string_view text_of(const json& message, std::string& scratch) {
   return scratch;
 }
 
-int64_t token_estimate(size_t bytes) { return std::max<int64_t>(1, static_cast<int64_t>(bytes / 4)); }
+int64_t token_estimate(size_t bytes) {
+  return std::max<int64_t>(1, static_cast<int64_t>(bytes / 4));
+}
 
 }  // namespace
 
@@ -123,7 +125,8 @@ Reply quota_reply() {
 }
 
 Reply server_error_reply() {
-  return error_reply(500, "The server had an error while processing your request. Sorry about that!",
+  return error_reply(500,
+                     "The server had an error while processing your request. Sorry about that!",
                      "server_error", "");
 }
 

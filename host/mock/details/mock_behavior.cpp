@@ -84,8 +84,7 @@ Outcome MockBehavior::draw_fault(uint64_t cell) {
 double MockBehavior::draw_latency_ms() {
   const LatencySpec& l = scenario_.latency;
   switch (l.kind) {
-    case LatencySpec::Kind::fixed:
-      return l.a_ms;
+    case LatencySpec::Kind::fixed: return l.a_ms;
     case LatencySpec::Kind::uniform:
       return l.b_ms > l.a_ms ? std::uniform_real_distribution<double>(l.a_ms, l.b_ms)(latency_rng_)
                              : l.a_ms;

@@ -1,7 +1,6 @@
 #include "store/details/schema.h"
 
 #include <array>
-#include <cstdlib>
 #include <charconv>
 #include <filesystem>
 #include <string_view>
@@ -184,7 +183,7 @@ std::unique_ptr<SQLite::Database> open_store(const std::string& path, Access acc
   guard(codes::STORE_OPEN_FAILED, path, "open", [&] {
     const int flags =
         read_only ? SQLite::OPEN_READONLY : SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE;
-    db = std::make_unique<SQLite::Database>(path, flags | (std::getenv("SHP_NOMUTEX") ? SQLite::OPEN_NOMUTEX : 0), kBusyTimeoutMs);
+    db = std::make_unique<SQLite::Database>(path, flags, kBusyTimeoutMs);
     apply_pragmas(*db, access);
     version = read_schema_version(*db);
   });

@@ -1,0 +1,116 @@
+// Every fault the mock can inject, classified, retried and recorded.
+#include <gtest/gtest.h>
+
+#include "harness.h"
+
+using namespace e2e;
+
+namespace {
+
+struct FaultCase {
+  const char* fault;
+  const char* cls;        // the class of the first (faulty) attempt
+  const char* transport;  // its transport, "" for an HTTP answer
+};
+
+class FirstAttemptFault : public ::testing::TestWithParam<FaultCase> {};
+
+SuiteSpec fast_retry_suite(const Mock& mock) {
+  SuiteSpec s;
+  s.base_url = mock.base_url();
+  s.matrix = "{ model = { 'm-a' }, instance = { 1, 2, 3, 4, 5, 6 } }";
+  s.timeouts = "{ connect_ms = 1000, total_ms = 1500, stall_ms = 300 }";
+  s.extra = "  retry = { base_delay_ms = 10, max_delay_ms = 50, jitter = false },";
+  return s;
+}
+
+}  // namespace
+
+TEST_P(FirstAttemptFault, IsClassifiedRetriedAndRecovered) {
+  const FaultCase& c = GetParam();
+  Mock mock(nlohmann::json{{"faults", {{c.fault, 1.0}, {"first_attempt_only", true}}}});
+  TempDir dir;
+  std::string suite = dir.write("s.lua", fast_retry_suite(mock).text());
+  Result r = shepherd({"run", suite, "--db", dir.file("s.db")}, key_env(1));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+
+  auto rows = parse_jsonl(shepherd({"export", suite, "--db", dir.file("s.db"), "--format", "jsonl"}).out);
+  ASSERT_EQ(rows.size(), 6u);
+  for (const auto& row : rows) {
+    EXPECT_EQ(row["state"], "done") << row.dump();
+    EXPECT_EQ(row["attempts"], 2) << row.dump();
+  }
+  std::string db = dir.file("s.db");
+  EXPECT_EQ(query(db, "SELECT count(*) FROM attempts WHERE n = 1 AND class = '" + std::string(c.cls) + "' AND decision = 'retry'"), "6");
+  EXPECT_EQ(query(db, "SELECT count(*) FROM attempts WHERE n = 1 AND coalesce(transport, '') = '" + std::string(c.transport) + "'"), "6");
+  EXPECT_EQ(query(db, "SELECT count(*) FROM attempts WHERE n = 2 AND class = 'ok'"), "6");
+  EXPECT_EQ(mock.stats()["by_outcome"][c.fault], 6);
+}
+
+INSTANTIATE_TEST_SUITE_P(Faults, FirstAttemptFault,
+                         ::testing::Values(FaultCase{"error_500", "server_error", ""},
+                                           FaultCase{"hang", "timeout", "timeout"},
+                                           FaultCase{"stall", "timeout", "stall"},
+                                           FaultCase{"reset", "network", "reset"},
+                                           FaultCase{"malformed", "bad_response", ""},
+                                           FaultCase{"wrong_model", "model_mismatch", ""}),
+                         [](const auto& info) { return std::string(info.param.fault); });
+
+TEST(Faults, WrongModelIsNeverASuccess) {
+  // qwen2.5-72b answering for qwen2.5-7b: never stored as the 7b's result.
+  Mock mock(nlohmann::json{{"faults", {{"wrong_model", 1.0}}}, {"wrong_model", "qwen2.5-72b-instruct"}});
+  TempDir dir;
+  SuiteSpec s = fast_retry_suite(mock);
+  s.models = {"qwen2.5-7b-instruct"};
+  s.matrix = "{ model = { 'qwen2.5-7b-instruct' }, instance = { 1, 2 } }";
+  std::string suite = dir.write("s.lua", s.text());
+  Result r = shepherd({"run", suite, "--db", dir.file("s.db")}, key_env(1));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const auto& row : parse_jsonl(shepherd({"export", suite, "--db", dir.file("s.db"), "--format", "jsonl"}).out)) {
+    EXPECT_EQ(row["state"], "failed");
+    EXPECT_EQ(row["error"]["code"], "MODEL_MISMATCH");
+    EXPECT_TRUE(row["content"].is_null());
+    EXPECT_EQ(row["attempts"], 4) << "max_retries 3: four attempts, then fail";
+  }
+  auto st = nlohmann::json::parse(shepherd({"status", suite, "--db", dir.file("s.db"), "--json"}).out);
+  EXPECT_EQ(st["overall"]["failures_by_class"]["model_mismatch"], 2);
+}
+
+TEST(Faults, RejectedKeyFailsWithoutRetry) {
+  Mock mock(nlohmann::json{{"keys", {"some-other-key"}}});
+  TempDir dir;
+  std::string suite = dir.write("s.lua", fast_retry_suite(mock).text());
+  ASSERT_EQ(shepherd({"run", suite, "--db", dir.file("s.db")}, key_env(1)).exit_code, 0);
+  EXPECT_EQ(mock.stats()["by_outcome"]["unauthorized"], 6);
+  EXPECT_EQ(query(dir.file("s.db"), "SELECT count(*) FROM tasks WHERE state = 'failed' AND error_code = 'AUTH_FAILED'"), "6");
+}
+
+TEST(Faults, QuotaExhaustedIsNotRetriedLikeARateLimit) {
+  Mock mock(nlohmann::json{{"quota", {{"m-a", 2}}}});
+  TempDir dir;
+  std::string suite = dir.write("s.lua", fast_retry_suite(mock).text());
+  ASSERT_EQ(shepherd({"run", suite, "--db", dir.file("s.db")}, key_env(1)).exit_code, 0);
+  std::string db = dir.file("s.db");
+  EXPECT_EQ(query(db, "SELECT count(*) FROM tasks WHERE state = 'done'"), "2");
+  EXPECT_EQ(query(db, "SELECT count(*) FROM tasks WHERE state = 'failed' AND error_code = 'QUOTA_EXHAUSTED' AND attempts = 1"), "4");
+  EXPECT_EQ(mock.stats()["requests"], 6);
+}
+
+TEST(Faults, RateLimitHonoursRetryAfter) {
+  Mock mock(nlohmann::json{{"rate_limit", {{"requests", 4}, {"window_ms", 1000}}}});
+  TempDir dir;
+  SuiteSpec s = fast_retry_suite(mock);
+  s.matrix = "{ model = { 'm-a' }, instance = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 } }";
+  s.extra = "  retry = { max_retries = 6, base_delay_ms = 10, jitter = false },";
+  std::string suite = dir.write("s.lua", s.text());
+  auto start = std::chrono::steady_clock::now();
+  Result r = shepherd({"run", suite, "--db", dir.file("s.db")}, key_env(1));
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string db = dir.file("s.db");
+  EXPECT_EQ(query(db, "SELECT count(*) FROM tasks WHERE state = 'done'"), "10");
+  EXPECT_GT(mock.stats()["by_outcome"]["rate_limited"].get<int>(), 0);
+  EXPECT_GE(seconds, 2.0) << "10 requests at 4 per second need at least two more windows";
+  // A 429 rests its (key, model): far fewer 429s than a client hammering every 10 ms.
+  EXPECT_LE(mock.stats()["by_outcome"]["rate_limited"].get<int>(), 20);
+}

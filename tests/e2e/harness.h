@@ -1,0 +1,101 @@
+#pragma once
+// Drives the real binary: processes, the mock provider, temp dirs, the store.
+#include <sys/types.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace e2e {
+
+struct Result {
+  int exit_code = -1;  // -1: killed by a signal
+  int signal = 0;
+  std::string out;
+  std::string err;
+};
+
+// A child process with stdout/stderr captured to files.
+class Process {
+ public:
+  Process(std::vector<std::string> args, std::map<std::string, std::string> env = {});
+  ~Process();  // SIGKILLs if still running
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  pid_t pid() const { return pid_; }
+  void signal(int sig);
+  // Waits up to `timeout`; on timeout, SIGKILLs and fails the test.
+  Result wait(std::chrono::milliseconds timeout = std::chrono::seconds(60));
+  bool running();
+  std::string out_so_far() const;
+  std::string err_so_far() const;
+
+ private:
+  pid_t pid_ = -1;
+  std::string out_path_, err_path_;
+  bool reaped_ = false;
+  Result result_;
+};
+
+// Runs shepherd to completion.
+Result shepherd(const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {},
+                std::chrono::milliseconds timeout = std::chrono::seconds(120));
+
+// `shepherd mock --port 0 --scenario FILE` on a free port.
+class Mock {
+ public:
+  explicit Mock(const nlohmann::json& scenario = nlohmann::json::object());
+  int port() const { return port_; }
+  std::string base_url() const;
+  nlohmann::json stats() const;
+  void reset() const;
+
+ private:
+  std::string dir_;
+  std::unique_ptr<Process> process_;
+  int port_ = 0;
+};
+
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+  std::string write(const std::string& name, const std::string& content) const;
+
+ private:
+  std::string path_;
+};
+
+// A suite file's text: one provider "mock" at base_url with keys k0..k{n-1}
+// (env E2E_KEY_i), the given models, matrix (Lua text) and extra fields.
+struct SuiteSpec {
+  std::string name = "e2e";
+  std::string base_url;
+  int keys = 1;
+  std::vector<std::string> models = {"m-a"};
+  int concurrency = 8;
+  std::string timeouts = "{ connect_ms = 1000, total_ms = 3000, stall_ms = 1000 }";
+  std::string matrix = "{ model = { \"m-a\" }, instance = { 1, 2, 3 } }";
+  std::string extra;  // more top-level fields, Lua text ending with ','
+  std::string text() const;
+};
+
+SuiteSpec suite_at(const std::string& base_url);
+
+std::map<std::string, std::string> key_env(int keys);  // E2E_KEY_i = e2e-secret-value-i
+
+std::string http_get(const std::string& url);
+std::string read_file(const std::string& path);
+std::vector<nlohmann::json> parse_jsonl(const std::string& text);
+
+// Runs `sql` on the store and returns the first column of the first row as text.
+std::string query(const std::string& db, const std::string& sql);
+
+}  // namespace e2e

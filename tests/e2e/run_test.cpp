@@ -1,0 +1,107 @@
+// The demo suite end to end: results, status, export, a re-run that sends
+// nothing, logs per run, and no key value anywhere.
+#include <filesystem>
+#include <regex>
+
+#include <gtest/gtest.h>
+
+#include "harness.h"
+
+using namespace e2e;
+namespace fs = std::filesystem;
+
+namespace {
+
+// The README's demo suite, pointed at this test's mock.
+std::string demo_suite(const Mock& mock) {
+  std::string text = read_file(std::string(SHEPHERD_EXAMPLES_DIR) + "/demo.lua");
+  return std::regex_replace(text, std::regex("http://127\\.0\\.0\\.1:8089/v1"), mock.base_url());
+}
+
+std::map<std::string, std::string> demo_env() {
+  return {{"DEMO_KEY_0", "sk-demo-secret-zero-0000"}, {"DEMO_KEY_1", "sk-demo-secret-one-1111"}};
+}
+
+}  // namespace
+
+TEST(Run, DemoSuiteRunsResumesAndExports) {
+  Mock mock(nlohmann::json{{"latency", 20}, {"keys", {"sk-demo-secret-zero-0000", "sk-demo-secret-one-1111"}}});
+  TempDir dir;
+  std::string suite = dir.write("demo.lua", demo_suite(mock));
+
+  Result r = shepherd({"run", suite}, demo_env());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(mock.stats()["requests"], 36);
+  EXPECT_EQ(mock.stats()["by_outcome"]["ok"], 36);
+  ASSERT_TRUE(fs::exists(dir.file("demo.db"))) << "the store defaults to <name>.db beside the suite";
+
+  // Resume is the default: a finished suite sends nothing.
+  Result again = shepherd({"run", suite}, demo_env());
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(mock.stats()["requests"], 36);
+
+  Result exp = shepherd({"export", suite, "--format", "jsonl"});
+  ASSERT_EQ(exp.exit_code, 0) << exp.err;
+  auto rows = parse_jsonl(exp.out);
+  ASSERT_EQ(rows.size(), 36u);
+  std::set<std::string> ids;
+  for (const auto& row : rows) {
+    for (const char* f : {"task", "dims", "state", "model", "content", "attempts", "error", "latency_ms", "usage"})
+      EXPECT_TRUE(row.contains(f)) << f;
+    EXPECT_EQ(row["state"], "done");
+    EXPECT_EQ(row["model"], row["dims"]["model"]);
+    EXPECT_EQ(row["attempts"], 1);
+    EXPECT_TRUE(row["error"].is_null());
+    EXPECT_TRUE(row["content"].get<std::string>().find("task " + row["dims"]["model"].get<std::string>()) != std::string::npos);
+    EXPECT_GT(row["usage"]["total_tokens"].get<int>(), 0);
+    EXPECT_GE(row["latency_ms"].get<double>(), 15.0);
+    ids.insert(row["task"].get<std::string>());
+  }
+  EXPECT_EQ(ids.size(), 36u);
+
+  Result csv = shepherd({"export", suite, "--format", "csv", "--out", dir.file("out.csv")});
+  ASSERT_EQ(csv.exit_code, 0) << csv.err;
+  std::string text = read_file(dir.file("out.csv"));
+  EXPECT_EQ(text.rfind("task,dims,state,model,content,attempts,error,latency_ms,usage\r\n", 0), 0u);
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 37);
+
+  Result st = shepherd({"status", suite, "--by", "model,prompt_type", "--json"});
+  ASSERT_EQ(st.exit_code, 0) << st.err;
+  auto status = nlohmann::json::parse(st.out);
+  EXPECT_EQ(status["overall"]["total"], 36);
+  EXPECT_EQ(status["overall"]["done"], 36);
+  EXPECT_EQ(status["groups"].size(), 12u);
+  EXPECT_EQ(status["groups"][0]["total"], 3);
+  EXPECT_DOUBLE_EQ(status["groups"][0]["completion_rate"].get<double>(), 1.0);
+
+  // One log per run, never overwritten, named by suite, time and run id.
+  std::vector<std::string> logs;
+  for (const auto& e : fs::directory_iterator(dir.file("logs"))) logs.push_back(e.path().filename().string());
+  ASSERT_EQ(logs.size(), 2u);
+  for (const auto& name : logs) EXPECT_TRUE(std::regex_match(name, std::regex("demo-\\d{8}-\\d{6}-run[12]\\.log"))) << name;
+
+  // Key values never reach a log, the store, an export or the output.
+  std::string everything = r.out + r.err + again.out + again.err + exp.out + text + st.out;
+  for (const auto& e : fs::directory_iterator(dir.path())) {
+    if (e.is_regular_file()) everything += read_file(e.path().string());
+  }
+  for (const auto& e : fs::directory_iterator(dir.file("logs"))) everything += read_file(e.path().string());
+  EXPECT_EQ(everything.find("sk-demo-secret"), std::string::npos);
+  EXPECT_NE(everything.find("k0"), std::string::npos);
+}
+
+TEST(Run, TaskIdsAreStableAcrossKeyOrder) {
+  Mock mock;
+  TempDir dir;
+  SuiteSpec a;
+  a.base_url = mock.base_url();
+  a.matrix = "{ model = { 'm-a' }, prompt_type = { 'x', 'y' }, instance = { 1, 2 } }";
+  SuiteSpec b = a;
+  b.matrix = "{ instance = { 1, 2 }, prompt_type = { 'x', 'y' }, model = { 'm-a' } }";
+  std::string sa = dir.write("a.lua", a.text());
+  std::string sb = dir.write("b.lua", b.text());
+  ASSERT_EQ(shepherd({"run", sa, "--db", dir.file("a.db")}, key_env(1)).exit_code, 0);
+  ASSERT_EQ(shepherd({"run", sb, "--db", dir.file("a.db")}, key_env(1)).exit_code, 0);
+  EXPECT_EQ(mock.stats()["requests"], 4) << "the reordered suite is the same tasks: nothing is re-requested";
+  EXPECT_EQ(query(dir.file("a.db"), "SELECT count(*) FROM tasks"), "4");
+}
