@@ -3,6 +3,7 @@
 #include <curl/curl.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -65,9 +66,13 @@ void Process::signal(int sig) { kill(pid_, sig); }
 bool Process::running() {
   if (reaped_) return false;
   int status = 0;
-  pid_t r = waitpid(pid_, &status, WNOHANG);
+  struct rusage usage {};
+  pid_t r = wait4(pid_, &status, WNOHANG, &usage);
   if (r == 0) return true;
   reaped_ = true;
+  result_.cpu_seconds = static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+                        static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+  result_.max_rss_kb = usage.ru_maxrss;
   result_.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   result_.signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
   return false;

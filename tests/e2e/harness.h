@@ -17,6 +17,8 @@ struct Result {
   int signal = 0;
   std::string out;
   std::string err;
+  double cpu_seconds = 0;  // user + system of the child
+  long max_rss_kb = 0;     // peak resident set of the child
 };
 
 // A child process with stdout/stderr captured to files.
