@@ -131,7 +131,9 @@ bool Transfer::prepare(HttpRequest&& r, TimePoint submitted_at, CURLSH* share) {
   set(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
   set(CURLOPT_FOLLOWLOCATION, 1L);
   set(CURLOPT_MAXREDIRS, 5L);
-  set(CURLOPT_POSTREDIR, static_cast<long>(CURL_REDIR_POST_ALL));  // a redirected POST stays a POST
+  // A POST moved by 301/302 is re-sent as a POST (curl would turn it into a
+  // GET); 307/308 keep it anyway, and a 303 means GET by definition.
+  set(CURLOPT_POSTREDIR, static_cast<long>(CURL_REDIR_POST_301 | CURL_REDIR_POST_302));
   set(CURLOPT_TCP_KEEPALIVE, 1L);
   set(CURLOPT_TCP_KEEPIDLE, 30L);
   set(CURLOPT_TCP_KEEPINTVL, 15L);
