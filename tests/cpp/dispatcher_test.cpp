@@ -279,8 +279,12 @@ TEST(Dispatcher, DimensionTasksKeepTheirModel) {
   auto launches = d.take_launches(now, 100);
   ASSERT_EQ(launches.size(), 2u);
   for (const auto& l : launches) {
-    if (l.task == dim) EXPECT_EQ(l.model, 1u);
-    if (l.task == res) EXPECT_EQ(l.model, 0u);
+    if (l.task == dim) {
+      EXPECT_EQ(l.model, 1u);
+    } else {
+      EXPECT_EQ(l.task, res);
+      EXPECT_EQ(l.model, 0u);
+    }
   }
 }
 

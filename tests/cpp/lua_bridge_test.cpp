@@ -417,6 +417,26 @@ TEST_F(LuaBridgeTest, SandboxLibrariesAreCopies) {
   EXPECT_EQ(sandbox_string("return type(string.rep)"), "function");
 }
 
+TEST_F(LuaBridgeTest, SandboxCannotChangeTheStringLibraryThroughItsMetatable) {
+  // sandbox.cpp copies `string` "so a policy cannot change the library other
+  // code sees"; the string metatable still hands out the shared one.
+  EXPECT_EQ(sandbox_string("local lib = getmetatable('').__index; lib.rep = nil; return 'tried'"), "tried");
+  run("return type(string.rep)");
+  EXPECT_STREQ(lua_tostring(L, -1), "function");
+  lua_pop(L, 1);
+}
+
+TEST_F(LuaBridgeTest, SandboxCannotChangeTheSharedShepherdApi) {
+  // Every sandbox gets the one global `shepherd` table: a policy that
+  // replaces a function there changes it for every other policy in the state
+  // (and for the next reload's fresh environment).
+  EXPECT_EQ(sandbox_string("pcall(function() shepherd.json.encode = function() return 'hijacked' end end)\n"
+                           "pcall(function() shepherd.json = nil end)\n"
+                           "return 'tried'"),
+            "tried");
+  EXPECT_EQ(sandbox_string("return shepherd.json.encode({ 1 })"), "[1]");
+}
+
 TEST_F(LuaBridgeTest, SandboxRequireReturnsThePackagedModels) {
   EXPECT_EQ(sandbox_string(R"(
       local models = require("shepherd.models")

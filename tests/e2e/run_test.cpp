@@ -105,3 +105,52 @@ TEST(Run, TaskIdsAreStableAcrossKeyOrder) {
   EXPECT_EQ(mock.stats()["requests"], 4) << "the reordered suite is the same tasks: nothing is re-requested";
   EXPECT_EQ(query(dir.file("a.db"), "SELECT count(*) FROM tasks"), "4");
 }
+
+TEST(Run, SuiteFilesChecksAndPolicyOverridesResolveBesideTheSuite) {
+  Mock mock(nlohmann::json{{"faults", {{"error_500", 1.0}, {"first_attempt_only", true}}}});
+  TempDir dir;
+  std::filesystem::create_directories(dir.file("sub"));
+  dir.write("sub/prompts.lua", "return { greet = function(n) return 'hello ' .. n end }\n");
+  // A retry policy of the suite's own: give up at once, with its own code.
+  dir.write("sub/give_up.lua", "return { decide = function(ctx) return { action = 'fail', code = 'GAVE_UP_' .. ctx.class } end }\n");
+  SuiteSpec s = suite_at(mock.base_url());
+  s.matrix = "{ model = { 'm-a' }, instance = { 1, 2, 3 } }";
+  s.extra = R"(  policies = { retry = "give_up.lua" },
+  check = function(cell, response)
+    if cell.instance == 2 then return false, "instance 2 is never right" end
+    return response.content:find("hello", 1, true) ~= nil, "no greeting"
+  end,)";
+  std::string text = s.text();
+  // request() uses the module beside the suite; instance 3 returns a non-table.
+  text.replace(text.find("  request = function(cell)\n"), 26,
+               "  request = function(cell)\n    if cell.instance == 3 then return 'oops' end\n"
+               "    local prompts = require('prompts')\n"
+               "    do return { messages = { { role = 'user', content = prompts.greet(cell.instance) } } } end\n");
+  std::string suite = dir.write("sub/s.lua", text);
+  Result r = shepherd({"run", suite}, key_env(1));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::map<int, nlohmann::json> by_instance;
+  for (auto& row : parse_jsonl(shepherd({"export", suite, "--format", "jsonl"}).out))
+    by_instance[row["dims"]["instance"].get<int>()] = row;
+  // Every first attempt is a 500, and the suite's policy fails it at once.
+  EXPECT_EQ(by_instance[1]["state"], "failed");
+  EXPECT_EQ(by_instance[1]["error"]["code"], "GAVE_UP_server_error");
+  EXPECT_EQ(by_instance[3]["error"]["code"], "REQUEST_BUILD_FAILED");
+  EXPECT_NE(by_instance[3]["error"]["message"].get<std::string>().find("must return a table"), std::string::npos);
+  EXPECT_EQ(mock.stats()["requests"], 2) << "instance 3 never reached the network";
+
+  // Without the 500s, the check decides: 1 passes, 2 is check_failed (not retried by default).
+  Mock clean;
+  std::string text2 = std::regex_replace(read_file(suite), std::regex(mock.base_url()), clean.base_url());
+  text2 = std::regex_replace(text2, std::regex("  policies = \\{ retry = \"give_up.lua\" \\},\n"), "");
+  std::string suite2 = dir.write("sub/s2.lua", std::regex_replace(text2, std::regex("name = \"e2e\""), "name = \"e2e2\""));
+  ASSERT_EQ(shepherd({"run", suite2}, key_env(1)).exit_code, 0);
+  by_instance.clear();
+  for (auto& row : parse_jsonl(shepherd({"export", suite2, "--format", "jsonl"}).out))
+    by_instance[row["dims"]["instance"].get<int>()] = row;
+  EXPECT_EQ(by_instance[1]["state"], "done");
+  EXPECT_EQ(by_instance[1]["content"], "mock answer: hello 1");
+  EXPECT_EQ(by_instance[2]["state"], "failed");
+  EXPECT_EQ(by_instance[2]["error"]["code"], "CHECK_FAILED");
+  EXPECT_NE(by_instance[2]["error"]["message"].get<std::string>().find("instance 2 is never right"), std::string::npos);
+}
