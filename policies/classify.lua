@@ -54,11 +54,12 @@ function M.classify(o)
   end
   local status = o.status
   if status == 200 then
+    -- A filtered answer may carry no content at all.
+    if o.finish_reason == "content_filter" then return "content_filtered" end
     if o.content == nil or o.model_answered == nil then return "bad_response" end
     if o.model_role == "dimension" and not models.same_model(o.model_requested, o.model_answered) then
       return "model_mismatch"
     end
-    if o.finish_reason == "content_filter" then return "content_filtered" end
     if o.check ~= nil then return "check_failed" end
     return "ok"
   end

@@ -39,7 +39,7 @@ nlohmann::json read_scenario(const std::string& path) {
   }
   nlohmann::json j;
   std::string error;
-  if (!lua_istable(L, -1) || !try_to_json(L, lua_gettop(L), j, error)) {
+  if (!lua_istable(L, -1) || !try_to_json(L, lua_gettop(L), j, error, "scenario")) {
     throw Error(codes::SCENARIO_INVALID, path + ": must return a table of plain data" + (error.empty() ? "" : ": " + error),
                 Stage::config, {{"file", path}});
   }

@@ -78,8 +78,8 @@ bool TaskWorker::build_request(uint32_t task_index, const TaskRuntime& task, Htt
     return false;
   }
   nlohmann::json body;
-  if (!try_to_json(lua_, lua_gettop(lua_), body, error)) {
-    error = "request(cell) returned a table that is not JSON: request" + error;
+  if (!try_to_json(lua_, lua_gettop(lua_), body, error, "request")) {
+    error = "request(cell) returned a table that is not JSON: " + error;
     return false;
   }
   if (!body.is_object()) {

@@ -10,9 +10,16 @@ namespace {
 
 int json_encode(lua_State* L) {
   luaL_checkany(L, 1);
-  std::string text = to_json(L, 1, "bad argument #1 to 'shepherd.json.encode'").dump();
-  lua_pushlstring(L, text.data(), text.size());
-  return 1;
+  nlohmann::json value;
+  std::string error;
+  if (try_to_json(L, 1, value, error)) {
+    std::string text = value.dump();
+    lua_pushlstring(L, text.data(), text.size());
+    return 1;
+  }
+  lua_pushfstring(L, "bad argument #1 to 'shepherd.json.encode' (%s)", error.c_str());
+  error = std::string();
+  return lua_error(L);
 }
 
 int json_decode(lua_State* L) {

@@ -2,10 +2,33 @@
 
 #include <cctype>
 #include <cstdlib>
+#include <string_view>
 
 namespace shepherd {
 
 namespace {
+
+bool ends_with(std::string_view s, std::string_view tail) {
+  return s.size() >= tail.size() && s.substr(s.size() - tail.size()) == tail;
+}
+
+// Lua cuts chunk names longer than 60 characters to "...tail" in messages;
+// put the whole name back, from `full` or from a function on the stack.
+std::string restore_file_name(lua_State* L, const std::string& message, const std::string& full) {
+  if (message.rfind("...", 0) != 0) return message;
+  LuaFailure f = parse_lua_message(message);
+  if (f.file.size() <= 3) return message;
+  std::string tail = f.file.substr(3);
+  if (!full.empty() && ends_with(full, tail)) return full + message.substr(f.file.size());
+  lua_Debug ar;
+  for (int level = 0; L != nullptr && lua_getstack(L, level, &ar); ++level) {
+    lua_getinfo(L, "S", &ar);
+    if (ar.source != nullptr && ar.source[0] == '@' && ends_with(ar.source + 1, tail)) {
+      return std::string(ar.source + 1) + message.substr(f.file.size());
+    }
+  }
+  return message;
+}
 
 int traceback_handler(lua_State* L) {
   const char* msg = lua_tostring(L, 1);
@@ -17,7 +40,8 @@ int traceback_handler(lua_State* L) {
       msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     }
   }
-  luaL_traceback(L, L, msg, 1);
+  std::string full = restore_file_name(L, msg, "");
+  luaL_traceback(L, L, full.c_str(), 1);
   return 1;
 }
 
@@ -76,7 +100,7 @@ bool load_chunk(lua_State* L, const std::string& text, const std::string& chunk_
   }
   std::string name = "@" + chunk_name;
   if (luaL_loadbuffer(L, text.data(), text.size(), name.c_str()) != 0) {
-    out = parse_lua_message(lua_tostring(L, -1));
+    out = parse_lua_message(restore_file_name(nullptr, lua_tostring(L, -1), chunk_name));
     lua_pop(L, 1);
     return false;
   }

@@ -86,16 +86,15 @@ struct Converter {
 
 }  // namespace
 
-bool try_to_json(lua_State* L, int index, nlohmann::json& out, std::string& error) {
+bool try_to_json(lua_State* L, int index, nlohmann::json& out, std::string& error, const char* root) {
   int top = lua_gettop(L);
   try {
     Converter c{L};
-    out = c.convert(index, "");
+    out = c.convert(index, root);
     return true;
   } catch (const std::exception& e) {
     lua_settop(L, top);
     error = e.what();
-    if (!error.empty() && error[0] == ':') error = error.substr(2);
     return false;
   }
 }
@@ -103,9 +102,9 @@ bool try_to_json(lua_State* L, int index, nlohmann::json& out, std::string& erro
 nlohmann::json to_json(lua_State* L, int index, const char* what) {
   nlohmann::json out;
   std::string error;
-  if (!try_to_json(L, index, out, error)) {
-    // Raised after the C++ frames above are gone: only a string crosses.
-    lua_pushfstring(L, "%s%s%s", what, error.rfind(": ", 0) == 0 ? "" : ": ", error.c_str());
+  if (!try_to_json(L, index, out, error, what)) {
+    lua_pushlstring(L, error.data(), error.size());
+    error = std::string();  // free before lua_error unwinds this frame
     lua_error(L);
   }
   return out;

@@ -13,8 +13,9 @@ namespace shepherd {
 // raise a Lua error naming `what` and the path, e.g. "request.messages[2]".
 nlohmann::json to_json(lua_State* L, int index, const char* what = "value");
 
-// Same, but reports failure as a message instead of raising (safe outside pcall).
-bool try_to_json(lua_State* L, int index, nlohmann::json& out, std::string& error);
+// Same, but reports failure as a message instead of raising (safe outside
+// pcall): "<root>.messages[2]: cannot convert a function to JSON".
+bool try_to_json(lua_State* L, int index, nlohmann::json& out, std::string& error, const char* root = "value");
 
 void push_json(lua_State* L, const nlohmann::json& value);
 

@@ -13,8 +13,51 @@ namespace {
 const char* const kBaseAllowlist[] = {
     "assert", "error",  "ipairs",       "next",         "pairs",  "pcall",    "select",
     "tonumber", "tostring", "type",     "unpack",       "xpcall", "rawequal", "rawget",
-    "rawset", "setmetatable", "getmetatable", "_VERSION",
+    "rawset", "setmetatable", "_VERSION",
 };
+
+int read_only_write(lua_State* L) {
+  const char* key = lua_tostring(L, 2);
+  return luaL_error(L, "cannot change '%s': the shepherd API and packaged modules are read-only", key ? key : "?");
+}
+
+// A read-only view of the table at `index`: nested tables are viewed too, so
+// one policy cannot change what another (or the next reload) sees.
+void push_read_only(lua_State* L, int index, int depth = 0) {
+  index = index < 0 ? lua_gettop(L) + index + 1 : index;
+  lua_newtable(L);  // the view
+  lua_newtable(L);  // its contents, reached through __index
+  lua_pushnil(L);
+  while (lua_next(L, index) != 0) {
+    if (lua_istable(L, -1) && depth < 8) {
+      push_read_only(L, -1, depth + 1);
+      lua_remove(L, -2);
+    }
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, -4);
+  }
+  lua_newtable(L);  // metatable
+  lua_insert(L, -2);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, read_only_write);
+  lua_setfield(L, -2, "__newindex");
+  lua_pushliteral(L, "read-only");
+  lua_setfield(L, -2, "__metatable");
+  lua_setmetatable(L, -2);
+}
+
+// getmetatable without the string metatable: its __index is the state's one
+// `string` library, which a policy must not be able to change.
+int safe_getmetatable(lua_State* L) {
+  luaL_checkany(L, 1);
+  if (lua_type(L, 1) == LUA_TSTRING || !lua_getmetatable(L, 1)) {
+    lua_pushnil(L);
+    return 1;
+  }
+  lua_getfield(L, -1, "__metatable");
+  return lua_isnil(L, -1) ? (lua_pop(L, 1), 1) : 1;
+}
 
 // A shallow copy, so a policy cannot change the library other code sees.
 void copy_library(lua_State* L, const char* name, const char* const* only = nullptr, int only_count = 0) {
@@ -81,6 +124,9 @@ int sandbox_require(lua_State* L) {
   if (lua_isnil(L, -1)) {
     lua_pop(L, 1);
     lua_pushboolean(L, 1);
+  } else if (lua_istable(L, -1)) {
+    push_read_only(L, -1);
+    lua_remove(L, -2);
   }
   lua_pushvalue(L, -1);
   lua_setfield(L, -3, name);
@@ -101,13 +147,19 @@ void push_sandbox_env(lua_State* L) {
   static const char* const os_allowed[] = {"time", "clock", "date"};
   copy_library(L, "os", os_allowed, 3);
   lua_getglobal(L, "shepherd");
+  push_read_only(L, -1);
+  lua_remove(L, -2);
   lua_setfield(L, -2, "shepherd");
+  lua_pushcfunction(L, safe_getmetatable);
+  lua_setfield(L, -2, "getmetatable");
   lua_pushcfunction(L, sandbox_require);
   lua_setfield(L, -2, "require");
 
   lua_newtable(L);  // metatable: unknown reads raise
   lua_pushcfunction(L, unknown_global);
   lua_setfield(L, -2, "__index");
+  lua_pushliteral(L, "sandbox");
+  lua_setfield(L, -2, "__metatable");
   lua_setmetatable(L, -2);
 }
 

@@ -21,6 +21,7 @@ std::string_view to_string(Decision::Action action) {
 // classify() runs.
 struct PolicySet::LazyBox {
   const OutcomeView* current = nullptr;
+  const void* table = nullptr;  // the outcome table of this call: a kept older one reads nil
 };
 
 namespace {
@@ -37,7 +38,7 @@ void set_string(lua_State* L, const char* field, std::string_view value) {
 int outcome_index(lua_State* L) {
   auto* box = static_cast<PolicySet::LazyBox*>(lua_touserdata(L, lua_upvalueindex(1)));
   const char* key = lua_tostring(L, 2);
-  if (box->current == nullptr || key == nullptr) return 0;
+  if (box->current == nullptr || key == nullptr || lua_topointer(L, 1) != box->table) return 0;
   const OutcomeView& o = *box->current;
   if (std::string_view(key) == "body") {
     if (o.body == nullptr || o.body->is_discarded()) return 0;
@@ -64,7 +65,12 @@ int outcome_index(lua_State* L) {
 PolicySet::PolicySet(lua_State* L, const PolicySources& sources, const RetryConfig& retry)
     : L_(L), version_(sources.version) {
   classify_ref_ = load_module(sources.classify, "classify");
-  retry_ref_ = load_module(sources.retry, "decide");
+  try {
+    retry_ref_ = load_module(sources.retry, "decide");
+  } catch (...) {
+    luaL_unref(L_, LUA_REGISTRYINDEX, classify_ref_);  // the destructor will not run
+    throw;
+  }
 
   push_json(L_, retry.to_json());
   config_ref_ = luaL_ref(L_, LUA_REGISTRYINDEX);
@@ -134,8 +140,10 @@ bool PolicySet::classify(const OutcomeView& o, std::string& cls, LuaFailure& fai
   lua_setmetatable(L_, -2);
 
   box_->current = &o;
+  box_->table = lua_topointer(L_, -1);
   bool ok = protected_call(L_, 1, 1, failure);
   box_->current = nullptr;
+  box_->table = nullptr;
   if (!ok) return false;
   if (lua_type(L_, -1) != LUA_TSTRING || lua_objlen(L_, -1) == 0) {
     failure = LuaFailure{std::string("classify must return a class name (a string), got ") + luaL_typename(L_, -1),

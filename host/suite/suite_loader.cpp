@@ -282,7 +282,7 @@ std::vector<Dimension> read_matrix(const SuiteReader& r, lua_State* L, int idx) 
       vp.push_back(std::to_string(i));
       nlohmann::json value;
       std::string error;
-      if (lua_isnil(L, -1) || !try_to_json(L, lua_gettop(L), value, error)) {
+      if (lua_isnil(L, -1) || !try_to_json(L, lua_gettop(L), value, error, "value")) {
         r.invalid(vp, error.empty() ? "a value must not be nil" : error);
       }
       if (!seen.insert(value.dump()).second) r.invalid(vp, "duplicate value " + value.dump());
