@@ -3,6 +3,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/run_engine.h"
+
 namespace shepherd::cli {
 
 // Exit codes: documented in the README.
@@ -10,7 +12,7 @@ enum ExitCode : int {
   kExitOk = 0,
   kExitInternal = 1,   // runtime failure (store, internal error)
   kExitUsage = 2,      // usage, configuration or suite error
-  kExitStopped = 3,    // stopped early: interrupted, models exhausted
+  kExitStopped = kExitStoppedEarly,  // 3: stopped early: interrupted, models exhausted
 };
 
 struct GlobalOptions {

@@ -32,8 +32,8 @@ uint32_t Dispatcher::model_of(const TaskRuntime& t) const {
   return t.model >= 0 ? static_cast<uint32_t>(t.model) : current_model_;
 }
 
-std::vector<Launch> Dispatcher::take_launches(TimePoint now, size_t max) {
-  std::vector<Launch> out;
+std::vector<uint32_t> Dispatcher::take_launches(TimePoint now, size_t max) {
+  std::vector<uint32_t> out;
   std::lock_guard lock(mutex_);
   if (stopping_) return out;
   while (!retries_.empty() && retries_.top().at <= now) {
@@ -49,7 +49,7 @@ std::vector<Launch> Dispatcher::take_launches(TimePoint now, size_t max) {
       if (slot < 0) break;
       t.slot = slot;
       t.attempt_model = model;
-      out.push_back(Launch{queue.front(), slot, model});
+      out.push_back(queue.front());
       queue.pop_front();
     }
   }
@@ -72,8 +72,7 @@ void Dispatcher::back_to_queue(uint32_t task) {
   ++counters_.waiting;
 }
 
-void Dispatcher::finish(uint32_t task, TaskState state) {
-  (void)task;
+void Dispatcher::finish(TaskState state) {
   std::lock_guard lock(mutex_);
   --counters_.in_flight;
   ++counters_.done_now;

@@ -28,15 +28,9 @@ struct TaskRuntime {
   // The attempt in flight:
   int slot = -1;
   uint32_t attempt_model = 0;
-  TimePoint sent_at{};
   double sent_unix = 0;
 };
 
-struct Launch {
-  uint32_t task = 0;
-  int slot = -1;
-  uint32_t model = 0;
-};
 
 struct DispatchCounters {
   uint64_t total = 0;     // tasks in this run's plan
@@ -56,12 +50,13 @@ class Dispatcher {
   void count_finished_before(uint64_t done, uint64_t failed);
 
   // Retries that are due move to the ready queues; then every ready task
-  // that can get a slot is granted one (at most `max`).
-  std::vector<Launch> take_launches(TimePoint now, size_t max);
+  // that can get a slot is granted one (at most `max`): the task's `slot`
+  // and `attempt_model` are set, and its index returned.
+  std::vector<uint32_t> take_launches(TimePoint now, size_t max);
 
   void retry_at(uint32_t task, TimePoint due);
   void back_to_queue(uint32_t task);  // e.g. cancelled: unsent work, no attempt
-  void finish(uint32_t task, TaskState state);
+  void finish(TaskState state);  // an attempt in flight ended the task
   void release(int slot);
   void cool_down(int slot, TimePoint until);
   void stop_dispatching();

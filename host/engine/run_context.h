@@ -23,6 +23,7 @@ struct RunContext {
   std::vector<KeyBinding> keys;
   std::vector<uint32_t> slot_key;   // key-pool slot -> key index
   std::vector<std::string> models;  // model index -> name
+  std::vector<std::string> secrets; // key values: scrubbed from whatever a provider echoes
   int64_t run_id = 0;
 };
 

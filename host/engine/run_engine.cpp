@@ -11,6 +11,8 @@
 #include <spdlog/spdlog.h>
 
 #include "core/error.h"
+#include "core/process.h"
+#include "core/text.h"
 #include "core/logging.h"
 #include "engine/progress.h"
 #include "engine/run_context.h"
@@ -31,7 +33,7 @@ struct CompletionQueue {
   std::condition_variable cv;
   std::vector<HttpResponse> items;
   bool kick = true;  // a worker should look for launches even without answers
-  bool closed = false;
+  bool closed = false;  // the run is over
 };
 
 std::string hostname() {
@@ -52,6 +54,7 @@ class Run {
   void handle(TaskWorker& worker, HttpResponse& response);
   void launch(TaskWorker& worker);
   void wake_all();
+  void close_queue();  // every worker returns
 
   const Suite& suite_;
   const RunOptions& options_;
@@ -127,23 +130,37 @@ void Run::wake_all() {
   queue_.cv.notify_all();
 }
 
+void Run::close_queue() {
+  {
+    std::lock_guard lock(queue_.mutex);
+    queue_.closed = true;
+  }
+  workers_done_ = true;
+  queue_.cv.notify_all();
+}
+
 void Run::launch(TaskWorker& worker) {
   auto launches = dispatcher_->take_launches(SteadyClock::now(), 1024);
   if (launches.empty()) return;
   std::vector<HttpRequest> batch;
   batch.reserve(launches.size());
-  for (const Launch& l : launches) {
-    TaskRuntime& t = dispatcher_->task(l.task);
+  for (uint32_t index : launches) {
+    TaskRuntime& t = dispatcher_->task(index);
     HttpRequest request;
     std::string error;
-    if (!worker.build_request(l.task, t, request, error)) {
+    bool built = false;
+    try {
+      built = worker.build_request(index, t, request, error);
+    } catch (const std::exception& e) {
+      error = std::string("building the request failed: ") + e.what();
+    }
+    if (!built) {
       spdlog::warn("task {}: {}", t.id, error);
       writer_->push(worker.unsent_failure(t, codes::REQUEST_BUILD_FAILED, error));
       dispatcher_->release(t.slot);
-      dispatcher_->finish(l.task, TaskState::failed);
+      dispatcher_->finish(TaskState::failed);
       continue;
     }
-    t.sent_at = SteadyClock::now();
     t.sent_unix = unix_now();
     batch.push_back(std::move(request));
   }
@@ -158,39 +175,58 @@ void Run::handle(TaskWorker& worker, HttpResponse& r) {
     dispatcher_->back_to_queue(index);
     return;
   }
-  AttemptOutcome out = worker.judge(t, r);
-  TimePoint now = SteadyClock::now();
-  if (out.cooldown_ms >= 0) dispatcher_->cool_down(t.slot, now + Millis(out.cooldown_ms));
-  dispatcher_->release(t.slot);
+  AttemptOutcome out;
+  try {
+    out = worker.judge(t, r);
+  } catch (const std::exception& e) {
+    // Whatever went wrong, this task alone fails and the run goes on.
+    out = AttemptOutcome{};
+    out.record = worker.unsent_failure(t, codes::INTERNAL, std::string("judging the answer failed: ") + e.what());
+  }
   const AttemptRecord& rec = out.record;
   switch (out.kind) {
-    case AttemptOutcome::Kind::done:
-      dispatcher_->finish(index, TaskState::done);
-      break;
     case AttemptOutcome::Kind::retry:
       spdlog::debug("task {} attempt {}: {} ({}), retry in {} ms", t.id, rec.n, rec.cls, rec.error_message,
                     out.delay_ms);
-      dispatcher_->retry_at(index, now + Millis(out.delay_ms));
       break;
     case AttemptOutcome::Kind::fail:
       spdlog::info("task {} failed after {} attempts: {} {}", t.id, rec.n, rec.error_code, rec.error_message);
-      dispatcher_->finish(index, TaskState::failed);
+      break;
+    default:
+      break;
+  }
+  std::string cls = rec.cls;
+  // The record is queued before the task can move on, so a later attempt's
+  // record can never be committed before this one.
+  writer_->push(std::move(out.record));
+
+  TimePoint now = SteadyClock::now();
+  if (out.cooldown_ms >= 0) dispatcher_->cool_down(t.slot, now + Millis(out.cooldown_ms));
+  dispatcher_->release(t.slot);
+  switch (out.kind) {
+    case AttemptOutcome::Kind::done:
+      dispatcher_->finish(TaskState::done);
+      break;
+    case AttemptOutcome::Kind::retry:
+      dispatcher_->retry_at(index, now + Millis(out.delay_ms));
+      break;
+    case AttemptOutcome::Kind::fail:
+      dispatcher_->finish(TaskState::failed);
       break;
     case AttemptOutcome::Kind::switch_model: {
       const std::string& from = ctx_.models[t.attempt_model];
       bool left = dispatcher_->exhaust_model(t.attempt_model, index, static_cast<uint32_t>(ctx_.models.size()));
       uint32_t to = dispatcher_->current_model();
       writer_->push(EventRecord{ctx_.run_id, unix_now(), "model_exhausted",
-                                nlohmann::json{{"model", from}, {"class", rec.cls}, {"next", left ? ctx_.models[to] : ""}}.dump()});
+                                safe_dump({{"model", from}, {"class", cls}, {"next", left ? ctx_.models[to] : ""}})});
       if (left) {
-        spdlog::warn("model {} exhausted ({}); switching to {}", from, rec.cls, ctx_.models[to]);
+        spdlog::warn("model {} exhausted ({}); switching to {}", from, cls, ctx_.models[to]);
       } else {
-        spdlog::error("model {} exhausted ({}) and no model is left: stopping", from, rec.cls);
+        spdlog::error("model {} exhausted ({}) and no model is left: stopping", from, cls);
       }
       break;
     }
   }
-  writer_->push(std::move(out.record));
 }
 
 void Run::worker_loop(TaskWorker& worker) {
@@ -211,10 +247,7 @@ void Run::worker_loop(TaskWorker& worker) {
     for (auto& r : batch) handle(worker, r);
     batch.clear();
     launch(worker);
-    if (dispatcher_->idle()) {
-      workers_done_ = true;
-      wake_all();
-    }
+    if (dispatcher_->idle()) close_queue();
   }
 }
 
@@ -226,13 +259,15 @@ RunReport Run::execute() {
   ctx_.suite = &suite_;
   ctx_.matrix = &matrix_;
   ctx_.policies = PolicySources::for_suite(suite_);
-  plan(store);
+  for (const auto& p : suite_.providers)
+    for (const auto& k : p.keys) ctx_.secrets.push_back(k.value);
 
   RunInfo info{suite_.name, suite_.path, hostname(), static_cast<int>(getpid()), suite_.config_hash,
                ctx_.policies.version};
   ctx_.run_id = report.run_id = store.begin_run(info);
   fs::path log_dir = fs::absolute(options_.db_path).parent_path() / "logs";
   report.log_path = open_run_log(log_dir.string(), suite_.name, report.run_id);
+  plan(store);
   auto counters = dispatcher_->counters();
   spdlog::info("run {} of suite {} ({}): {} tasks, {} already done, {} failed; policies {}; store {}",
                report.run_id, suite_.name, suite_.path, counters.total, counters.done, counters.failed,
@@ -241,6 +276,17 @@ RunReport Run::execute() {
   // Every Lua state is built here, so a broken policy stops the run before it starts.
   std::vector<std::unique_ptr<TaskWorker>> workers;
   for (int i = 0; i < std::max(1, options_.workers); ++i) workers.push_back(std::make_unique<TaskWorker>(ctx_));
+
+  // From here on signals are taken by this loop: every thread started below
+  // inherits the mask. Before, a signal simply ends the process (nothing is
+  // in flight, every transaction is whole).
+  sigset_t signals = termination_signals();
+  sigset_t previous;
+  pthread_sigmask(SIG_BLOCK, &signals, &previous);
+  struct RestoreMask {
+    sigset_t mask;
+    ~RestoreMask() { pthread_sigmask(SIG_SETMASK, &mask, nullptr); }
+  } restore{previous};
 
   writer_ = std::make_unique<Writer>(options_.db_path);
   http_ = std::make_unique<HttpClient>(HttpClientOptions{}, [this](std::vector<HttpResponse>&& done) {
@@ -256,11 +302,9 @@ RunReport Run::execute() {
   for (auto& w : workers) threads.emplace_back([this, &w] { worker_loop(*w); });
 
   Progress progress(suite_.name, options_.live_progress);
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
   TimePoint grace_end = TimePoint::max();
+  TimePoint hard_end = TimePoint::max();
+  bool cancelling = false;  // re-cancel every tick: a worker may submit just after a cancel
   std::shared_ptr<const Error> store_failure;
   while (!workers_done_.load()) {
     timespec tick{0, 100'000'000};
@@ -275,20 +319,29 @@ RunReport Run::execute() {
         dispatcher_->stop_dispatching();
         grace_end = now + Millis(options_.grace_ms);
         wake_all();
-      } else {
+      } else if (hard_end == TimePoint::max()) {
         spdlog::warn("second signal: cancelling what is in flight");
-        http_->cancel_all();
+        dispatcher_->stop_dispatching();
+        cancelling = true;
+        hard_end = now + Millis(2000);
+      } else {
+        std::_Exit(kExitStoppedEarly);  // third signal: committed work is safe, nothing else matters
       }
     }
     if (!store_failure && (store_failure = writer_->failure())) {
       spdlog::error("{}: stopping the run", store_failure->what());
       dispatcher_->stop_dispatching();
-      http_->cancel_all();
+      cancelling = true;
       wake_all();
     }
-    if (now >= grace_end) {
-      grace_end = TimePoint::max();
-      http_->cancel_all();
+    if (now >= grace_end) cancelling = true;
+    if (cancelling) http_->cancel_all();
+    if (now >= hard_end) {
+      // A worker stuck in the suite's own Lua (request or check) cannot be
+      // cancelled: what is committed is safe, so leave.
+      spdlog::error("workers did not stop within 2 s of the second signal: exiting");
+      writer_->flush();
+      std::_Exit(kExitStoppedEarly);
     }
     progress.update(dispatcher_->counters(), now);
   }
@@ -316,17 +369,6 @@ RunReport Run::execute() {
 }  // namespace
 
 RunReport run_suite(const Suite& suite, const RunOptions& options) {
-  // Signals are taken synchronously by the run's main loop; every thread
-  // started from here inherits the mask.
-  sigset_t signals, previous;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, &previous);
-  struct Restore {
-    sigset_t mask;
-    ~Restore() { pthread_sigmask(SIG_SETMASK, &mask, nullptr); }
-  } restore{previous};
   Run run(suite, options);
   return run.execute();
 }

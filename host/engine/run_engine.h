@@ -9,6 +9,10 @@
 
 namespace shepherd {
 
+// The exit code of a run stopped early (signal, models exhausted): the run
+// itself leaves with it when a second signal cannot wait for the workers.
+inline constexpr int kExitStoppedEarly = 3;
+
 struct RunOptions {
   std::string db_path;
   int workers = 1;            // threads with a Lua state each

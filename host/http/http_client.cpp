@@ -1,5 +1,7 @@
 #include "http/http_client.h"
 
+#include "core/process.h"
+
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -131,7 +133,7 @@ class HttpClient::Impl {
 HttpClient::Impl::Impl(HttpClientOptions options, CompletionSink sink) : sink_(std::move(sink)) {
   if (!sink_) fail_init("no completion sink");
   if (!details::curl_global_ready()) fail_init("curl_global_init failed");
-  details::raise_fd_limit();
+  raise_open_file_limit();
 
   epoll_ = details::unique_fd(epoll_create1(EPOLL_CLOEXEC));
   if (!epoll_) fail_init(std::string("epoll_create1: ") + std::strerror(errno));

@@ -1,5 +1,8 @@
 #include "mock/mock_server.h"
 
+#include "core/process.h"
+#include "core/text.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -43,14 +46,6 @@ namespace {
 constexpr int listen_backlog = 65535;  // the kernel caps it at somaxconn
 // A held request stays open until the client gives up, never because we did.
 constexpr int connection_timeout_s = 24 * 3600;
-
-void raise_open_file_limit() {
-  rlimit lim{};
-  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
-    lim.rlim_cur = lim.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &lim);
-  }
-}
 
 [[noreturn]] void bind_failed(uint16_t port, const char* step, int err) {
   throw Error(codes::MOCK_BIND_FAILED,
@@ -109,12 +104,6 @@ class SigpipeBlock {
   }
   sigset_t old_;
 };
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
 
 // "Authorization: Bearer K" (OpenAI) or "api-key: K" (Azure).
 std::string_view request_key(evkeyvalq* headers) {

@@ -30,6 +30,19 @@ TaskRuntime task(const std::string& id, int32_t model) {
   return t;
 }
 
+// What take_launches granted, read back from the tasks it returned.
+struct Launch {
+  uint32_t task;
+  int slot;
+  uint32_t model;
+};
+
+std::vector<Launch> take(Dispatcher& d, TimePoint now, size_t max) {
+  std::vector<Launch> out;
+  for (uint32_t i : d.take_launches(now, max)) out.push_back(Launch{i, d.task(i).slot, d.task(i).attempt_model});
+  return out;
+}
+
 std::set<uint32_t> task_set(const std::vector<Launch>& launches) {
   std::set<uint32_t> out;
   for (const auto& l : launches) out.insert(l.task);
@@ -45,7 +58,7 @@ TEST(Dispatcher, AFullModelDoesNotBlockAnother) {
   uint32_t b1 = d.add_task(task("b1", 1));
   TimePoint now = SteadyClock::now();
 
-  auto launches = d.take_launches(now, 100);
+  auto launches = take(d, now, 100);
   ASSERT_EQ(launches.size(), 2u);  // one slot per model
   EXPECT_EQ(task_set(launches), (std::set<uint32_t>{a0, b0}));
   for (const auto& l : launches) {
@@ -54,13 +67,13 @@ TEST(Dispatcher, AFullModelDoesNotBlockAnother) {
     EXPECT_EQ(d.task(l.task).slot, l.slot);
     EXPECT_EQ(d.task(l.task).attempt_model, l.model);
   }
-  EXPECT_TRUE(d.take_launches(now, 100).empty());
+  EXPECT_TRUE(take(d, now, 100).empty());
 
   // Model 1 frees up while model 0 stays full: model 1's next task goes.
   const Launch& b = launches[0].task == b0 ? launches[0] : launches[1];
   d.release(b.slot);
-  d.finish(b0, TaskState::done);
-  auto next = d.take_launches(now, 100);
+  d.finish(TaskState::done);
+  auto next = take(d, now, 100);
   ASSERT_EQ(next.size(), 1u);
   EXPECT_EQ(next[0].task, b1);
 }
@@ -69,16 +82,16 @@ TEST(Dispatcher, LimitsAreRespected) {
   Dispatcher d(pool_for(1, 2, 2), 0);  // 2 keys x 2 in flight
   for (int i = 0; i < 10; ++i) d.add_task(task("t" + std::to_string(i), 0));
   TimePoint now = SteadyClock::now();
-  auto launches = d.take_launches(now, 100);
+  auto launches = take(d, now, 100);
   EXPECT_EQ(launches.size(), 4u);
   for (const auto& s : d.pool().slots()) EXPECT_LE(s.in_flight, s.limit);
   EXPECT_EQ(d.counters().in_flight, 4u);
   EXPECT_EQ(d.counters().waiting, 6u);
-  EXPECT_TRUE(d.take_launches(now, 100).empty());
+  EXPECT_TRUE(take(d, now, 100).empty());
 
   d.release(launches[0].slot);
-  d.finish(launches[0].task, TaskState::done);
-  auto one = d.take_launches(now, 100);
+  d.finish(TaskState::done);
+  auto one = take(d, now, 100);
   ASSERT_EQ(one.size(), 1u);
   EXPECT_EQ(one[0].slot, launches[0].slot);
 }
@@ -87,18 +100,18 @@ TEST(Dispatcher, TakeLaunchesHonoursMax) {
   Dispatcher d(pool_for(1, 10), 0);
   for (int i = 0; i < 5; ++i) d.add_task(task("t" + std::to_string(i), 0));
   TimePoint now = SteadyClock::now();
-  auto first = d.take_launches(now, 2);
+  auto first = take(d, now, 2);
   ASSERT_EQ(first.size(), 2u);
   EXPECT_EQ(first[0].task, 0u);  // in the order added
   EXPECT_EQ(first[1].task, 1u);
-  EXPECT_EQ(d.take_launches(now, 100).size(), 3u);
+  EXPECT_EQ(take(d, now, 100).size(), 3u);
 }
 
 TEST(Dispatcher, RetryAtMakesATaskLaunchableOnlyWhenDue) {
   Dispatcher d(pool_for(1, 4), 0);
   uint32_t t = d.add_task(task("t", 0));
   TimePoint now = SteadyClock::now();
-  auto first = d.take_launches(now, 100);
+  auto first = take(d, now, 100);
   ASSERT_EQ(first.size(), 1u);
   d.release(first[0].slot);
   d.retry_at(t, now + milliseconds(500));
@@ -106,9 +119,9 @@ TEST(Dispatcher, RetryAtMakesATaskLaunchableOnlyWhenDue) {
   EXPECT_EQ(d.counters().waiting, 1u);
   EXPECT_FALSE(d.idle());  // a retry is still to come
 
-  EXPECT_TRUE(d.take_launches(now, 100).empty());
-  EXPECT_TRUE(d.take_launches(now + milliseconds(499), 100).empty());
-  auto due = d.take_launches(now + milliseconds(500), 100);
+  EXPECT_TRUE(take(d, now, 100).empty());
+  EXPECT_TRUE(take(d, now + milliseconds(499), 100).empty());
+  auto due = take(d, now + milliseconds(500), 100);
   ASSERT_EQ(due.size(), 1u);
   EXPECT_EQ(due[0].task, t);
   EXPECT_EQ(d.counters().in_flight, 1u);
@@ -119,15 +132,15 @@ TEST(Dispatcher, RetriesComeDueInTimeOrder) {
   Dispatcher d(pool_for(1, 4), 0);
   for (int i = 0; i < 3; ++i) d.add_task(task("t" + std::to_string(i), 0));
   TimePoint now = SteadyClock::now();
-  auto launches = d.take_launches(now, 100);
+  auto launches = take(d, now, 100);
   ASSERT_EQ(launches.size(), 3u);
   for (const auto& l : launches) d.release(l.slot);
   d.retry_at(0, now + seconds(3));
   d.retry_at(1, now + seconds(1));
   d.retry_at(2, now + seconds(2));
-  auto at2 = d.take_launches(now + seconds(2), 100);
+  auto at2 = take(d, now + seconds(2), 100);
   EXPECT_EQ(task_set(at2), (std::set<uint32_t>{1, 2}));
-  auto at3 = d.take_launches(now + seconds(3), 100);
+  auto at3 = take(d, now + seconds(3), 100);
   EXPECT_EQ(task_set(at3), (std::set<uint32_t>{0}));
 }
 
@@ -136,19 +149,19 @@ TEST(Dispatcher, BackToQueueGoesFirst) {
   uint32_t a = d.add_task(task("a", 0));
   uint32_t b = d.add_task(task("b", 0));
   TimePoint now = SteadyClock::now();
-  auto first = d.take_launches(now, 100);
+  auto first = take(d, now, 100);
   ASSERT_EQ(first.size(), 1u);
   EXPECT_EQ(first[0].task, a);
   d.release(first[0].slot);
   d.back_to_queue(a);  // e.g. cancelled before it was sent
   EXPECT_EQ(d.counters().in_flight, 0u);
   EXPECT_EQ(d.counters().waiting, 2u);
-  auto again = d.take_launches(now, 100);
+  auto again = take(d, now, 100);
   ASSERT_EQ(again.size(), 1u);
   EXPECT_EQ(again[0].task, a);  // ahead of b, which waited behind it
   d.release(again[0].slot);
-  d.finish(a, TaskState::done);
-  auto then = d.take_launches(now, 100);
+  d.finish(TaskState::done);
+  auto then = take(d, now, 100);
   ASSERT_EQ(then.size(), 1u);
   EXPECT_EQ(then[0].task, b);
 }
@@ -166,12 +179,12 @@ TEST(Dispatcher, FinishCounters) {
   EXPECT_EQ(c.done_now, 0u);
 
   TimePoint now = SteadyClock::now();
-  auto launches = d.take_launches(now, 100);
+  auto launches = take(d, now, 100);
   ASSERT_EQ(launches.size(), 3u);
   EXPECT_FALSE(d.idle());
-  d.finish(launches[0].task, TaskState::done);
-  d.finish(launches[1].task, TaskState::failed);
-  d.finish(launches[2].task, TaskState::pending);  // left for a later run
+  d.finish(TaskState::done);
+  d.finish(TaskState::failed);
+  d.finish(TaskState::pending);  // left for a later run
   for (const auto& l : launches) d.release(l.slot);
   c = d.counters();
   EXPECT_EQ(c.total, 10u);
@@ -188,26 +201,26 @@ TEST(Dispatcher, StopDispatching) {
   d.add_task(task("a", 0));
   d.add_task(task("b", 0));
   TimePoint now = SteadyClock::now();
-  auto first = d.take_launches(now, 100);
+  auto first = take(d, now, 100);
   ASSERT_EQ(first.size(), 1u);
   d.stop_dispatching();
   EXPECT_TRUE(d.stopping());
   EXPECT_FALSE(d.idle());  // one still in flight
   d.release(first[0].slot);
-  EXPECT_TRUE(d.take_launches(now, 100).empty());  // b waits, with a free slot
-  d.finish(first[0].task, TaskState::done);
+  EXPECT_TRUE(take(d, now, 100).empty());  // b waits, with a free slot
+  d.finish(TaskState::done);
   EXPECT_TRUE(d.idle());  // nothing in flight; b stays pending
   EXPECT_EQ(d.counters().waiting, 1u);
 
   // Due retries are not launched either.
   Dispatcher r(pool_for(1, 1), 0);
   uint32_t t = r.add_task(task("t", 0));
-  auto l = r.take_launches(now, 100);
+  auto l = take(r, now, 100);
   ASSERT_EQ(l.size(), 1u);
   r.release(l[0].slot);
   r.retry_at(t, now);
   r.stop_dispatching();
-  EXPECT_TRUE(r.take_launches(now + seconds(1), 100).empty());
+  EXPECT_TRUE(take(r, now + seconds(1), 100).empty());
   EXPECT_TRUE(r.idle());
 }
 
@@ -218,7 +231,7 @@ TEST(Dispatcher, ExhaustModelMovesResourceTasksToTheNextModel) {
   TimePoint now = SteadyClock::now();
   EXPECT_EQ(d.current_model(), 0u);
 
-  auto first = d.take_launches(now, 100);
+  auto first = take(d, now, 100);
   ASSERT_EQ(first.size(), 1u);  // model 0 has one slot
   EXPECT_EQ(first[0].task, a);
   EXPECT_EQ(first[0].model, 0u);
@@ -229,7 +242,7 @@ TEST(Dispatcher, ExhaustModelMovesResourceTasksToTheNextModel) {
   EXPECT_EQ(d.counters().in_flight, 0u);
   EXPECT_EQ(d.counters().waiting, 2u);
 
-  auto second = d.take_launches(now, 100);
+  auto second = take(d, now, 100);
   ASSERT_EQ(second.size(), 1u);
   EXPECT_EQ(second[0].task, a);  // back at the front of the queue
   EXPECT_EQ(second[0].model, 1u);
@@ -238,14 +251,14 @@ TEST(Dispatcher, ExhaustModelMovesResourceTasksToTheNextModel) {
   EXPECT_TRUE(d.exhaust_model(1, a, 3));
   EXPECT_EQ(d.current_model(), 2u);
 
-  auto third = d.take_launches(now, 100);
+  auto third = take(d, now, 100);
   ASSERT_EQ(third.size(), 1u);
   EXPECT_EQ(third[0].model, 2u);
   d.release(third[0].slot);
   EXPECT_FALSE(d.exhaust_model(2, third[0].task, 3));  // none left
   EXPECT_TRUE(d.models_exhausted());
   EXPECT_TRUE(d.stopping());
-  EXPECT_TRUE(d.take_launches(now, 100).empty());
+  EXPECT_TRUE(take(d, now, 100).empty());
   EXPECT_TRUE(d.idle());
   EXPECT_EQ(d.counters().waiting, 2u);  // a and b stay pending
   (void)b;
@@ -256,14 +269,14 @@ TEST(Dispatcher, ExhaustedModelsAreNeverReused) {
   uint32_t a = d.add_task(task("a", -1));
   uint32_t b = d.add_task(task("b", -1));
   TimePoint now = SteadyClock::now();
-  auto first = d.take_launches(now, 100);
+  auto first = take(d, now, 100);
   ASSERT_EQ(first.size(), 1u);
   d.release(first[0].slot);
   // Model 1 was found used up first (say by a task sent before a switch):
   // the current model stays, but 1 is skipped when 0 runs out.
   EXPECT_TRUE(d.exhaust_model(1, a, 3));
   EXPECT_EQ(d.current_model(), 0u);
-  auto again = d.take_launches(now, 100);
+  auto again = take(d, now, 100);
   ASSERT_EQ(again.size(), 1u);
   d.release(again[0].slot);
   EXPECT_TRUE(d.exhaust_model(0, again[0].task, 3));
@@ -276,7 +289,7 @@ TEST(Dispatcher, DimensionTasksKeepTheirModel) {
   uint32_t dim = d.add_task(task("dim", 1));
   uint32_t res = d.add_task(task("res", -1));
   TimePoint now = SteadyClock::now();
-  auto launches = d.take_launches(now, 100);
+  auto launches = take(d, now, 100);
   ASSERT_EQ(launches.size(), 2u);
   for (const auto& l : launches) {
     if (l.task == dim) {
@@ -295,7 +308,7 @@ TEST(Dispatcher, NextWakeup) {
 
   uint32_t t = d.add_task(task("t", 0));
   EXPECT_EQ(d.next_wakeup(now), TimePoint::max());  // ready now: no timer needed
-  auto l = d.take_launches(now, 100);
+  auto l = take(d, now, 100);
   ASSERT_EQ(l.size(), 1u);
   d.release(l[0].slot);
   d.retry_at(t, now + milliseconds(700));
@@ -306,13 +319,13 @@ TEST(Dispatcher, NextWakeup) {
   c.add_task(task("x", 0));
   c.cool_down(0, now + seconds(4));
   c.cool_down(1, now + seconds(2));
-  EXPECT_TRUE(c.take_launches(now, 100).empty());
+  EXPECT_TRUE(take(c, now, 100).empty());
   EXPECT_EQ(c.next_wakeup(now), now + seconds(2));
   // A retry due earlier than that wins.
   uint32_t y = c.add_task(task("y", 0));
   (void)y;
   EXPECT_EQ(c.next_wakeup(now), now + seconds(2));
-  auto later = c.take_launches(now + seconds(2), 100);
+  auto later = take(c, now + seconds(2), 100);
   ASSERT_EQ(later.size(), 1u);
   c.release(later[0].slot);
   c.retry_at(later[0].task, now + seconds(1) + seconds(2));
@@ -324,7 +337,7 @@ TEST(Dispatcher, NextWakeup) {
   Dispatcher f(pool_for(1, 1), 0);
   f.add_task(task("p", 0));
   f.add_task(task("q", 0));
-  ASSERT_EQ(f.take_launches(now, 100).size(), 1u);
+  ASSERT_EQ(take(f, now, 100).size(), 1u);
   EXPECT_EQ(f.next_wakeup(now), TimePoint::max());
 }
 

@@ -55,7 +55,5 @@ class unique_fd {
 bool curl_global_ready();
 
 // Thousands of sockets in flight need more than the usual 1024 descriptors:
-// lift the soft RLIMIT_NOFILE to the hard limit. Best effort.
-void raise_fd_limit();
 
 }  // namespace shepherd::details

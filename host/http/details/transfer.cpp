@@ -1,5 +1,7 @@
 #include "http/details/transfer.h"
 
+#include "core/text.h"
+
 #include <algorithm>
 #include <charconv>
 #include <cstdio>
@@ -7,13 +9,6 @@
 
 namespace shepherd::details {
 namespace {
-
-std::string_view trim(std::string_view s) {
-  constexpr std::string_view space = " \t\r\n";
-  const auto first = s.find_first_not_of(space);
-  if (first == std::string_view::npos) return {};
-  return s.substr(first, s.find_last_not_of(space) - first + 1);
-}
 
 std::string lowercase(std::string_view s) {
   std::string out(s);
@@ -128,12 +123,9 @@ bool Transfer::prepare(HttpRequest&& r, TimePoint submitted_at, CURLSH* share) {
   set(CURLOPT_WRITEFUNCTION, &on_body);
   set(CURLOPT_WRITEDATA, static_cast<void*>(this));
   set(CURLOPT_PROTOCOLS_STR, "http,https");
-  set(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-  set(CURLOPT_FOLLOWLOCATION, 1L);
-  set(CURLOPT_MAXREDIRS, 5L);
-  // A POST moved by 301/302 is re-sent as a POST (curl would turn it into a
-  // GET); 307/308 keep it anyway, and a 303 means GET by definition.
-  set(CURLOPT_POSTREDIR, static_cast<long>(CURL_REDIR_POST_301 | CURL_REDIR_POST_302));
+  // No redirects: curl would carry the suite's extra headers (an Azure
+  // api-key) to whatever host a Location names. A 3xx is just an answer.
+  set(CURLOPT_FOLLOWLOCATION, 0L);
   set(CURLOPT_TCP_KEEPALIVE, 1L);
   set(CURLOPT_TCP_KEEPIDLE, 30L);
   set(CURLOPT_TCP_KEEPINTVL, 15L);
@@ -145,8 +137,6 @@ bool Transfer::prepare(HttpRequest&& r, TimePoint submitted_at, CURLSH* share) {
 
   if (request.method == "GET") {
     set(CURLOPT_HTTPGET, 1L);
-  } else if (request.method == "HEAD") {
-    set(CURLOPT_NOBODY, 1L);
   } else {
     // POSTFIELDS points into `request`, which lives until take_response().
     set(CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(request.body.size()));
