@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "core/text.h"
 #include "core/error.h"
 #include "store/store.h"
 #include "suite/suite.h"
@@ -43,7 +44,7 @@ std::string csv_field(const std::string& s) {
 std::string csv_value(const nlohmann::json& v) {
   if (v.is_null()) return "";
   if (v.is_string()) return csv_field(v.get<std::string>());
-  return csv_field(v.dump());
+  return csv_field(safe_dump(v));
 }
 
 const char* const kFields[] = {"task", "dims", "state", "model", "content", "attempts", "error", "latency_ms", "usage"};
@@ -69,7 +70,7 @@ int cmd_export(const GlobalOptions&, const ExportArgs& a) {
   store.export_tasks(suite.name, [&](const ExportRow& row) {
     nlohmann::json rec = record_of(row);
     if (!csv) {
-      out << rec.dump() << '\n';
+      out << safe_dump(rec) << '\n';
       return;
     }
     for (size_t i = 0; i < std::size(kFields); ++i) out << (i ? "," : "") << csv_value(rec[kFields[i]]);

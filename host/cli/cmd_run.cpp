@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "core/text.h"
 #include "engine/progress.h"
 #include "engine/run_engine.h"
 #include "suite/suite.h"
@@ -43,7 +44,7 @@ int cmd_run(const GlobalOptions& g, const RunArgs& a) {
                           {"models_exhausted", r.models_exhausted},
                           {"store", r.db_path},
                           {"log", r.log_path}};
-    std::cout << out.dump() << std::endl;
+    std::cout << safe_dump(out) << std::endl;
   } else if (!g.quiet) {
     double rate = r.seconds > 0 ? static_cast<double>(c.done_now) / r.seconds : 0;
     std::fprintf(stderr, "%s: %llu tasks: %llu done, %llu failed, %llu pending; %llu finished in %.2f s (%.0f tasks/s)\n",

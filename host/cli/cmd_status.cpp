@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include "cli/commands.h"
+#include "core/text.h"
 #include "core/error.h"
 #include "store/store.h"
 #include "suite/suite.h"
@@ -38,7 +39,7 @@ std::string percent(double v) {
   return buf;
 }
 
-std::string value_text(const nlohmann::json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
+std::string value_text(const nlohmann::json& v) { return v.is_string() ? v.get<std::string>() : safe_dump(v); }
 
 void print_table(const nlohmann::json& s, const std::vector<std::string>& by) {
   std::vector<std::vector<std::string>> rows;
@@ -90,7 +91,7 @@ int cmd_status(const GlobalOptions& g, const StatusArgs& a) {
   nlohmann::json s = store.status(suite.name, by);
   if (g.json) {
     s["store"] = db;
-    std::cout << s.dump() << std::endl;
+    std::cout << safe_dump(s) << std::endl;
   } else {
     std::printf("suite %s  store %s\n", suite.name.c_str(), db.c_str());
     print_table(s, by);

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
+#include "core/text.h"
 #include "core/error.h"
 #include "core/logging.h"
 
@@ -39,7 +40,7 @@ std::string iso_now() {
 int report(const GlobalOptions& g, const Error& e) {
   if (g.json) {
     nlohmann::json out = {{"status", "error"}, {"error", e.to_json()}, {"timestamp", iso_now()}};
-    std::cout << out.dump() << std::endl;
+    std::cout << safe_dump(out) << std::endl;
   } else {
     std::fprintf(stderr, "shepherd: error %s: %s\n", e.code().c_str(), e.what());
   }

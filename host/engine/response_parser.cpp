@@ -1,5 +1,6 @@
 #include "engine/response_parser.h"
 
+#include <algorithm>
 #include <cmath>
 #include <ctime>
 
@@ -22,13 +23,19 @@ int64_t int_or(const nlohmann::json& j, const char* key, int64_t fallback) {
 
 }  // namespace
 
+namespace {
+constexpr double kMaxRetryAfterMs = 86'400'000;  // a day: beyond is noise, and would overflow clocks
+
+long clamp_ms(double ms) { return static_cast<long>(std::ceil(std::min(ms, kMaxRetryAfterMs))); }
+}  // namespace
+
 long parse_retry_after_ms(const HttpResponse& r) {
   auto ms = r.header("retry-after-ms");
   if (!ms.empty()) {
     char* end = nullptr;
     std::string s(ms);
     double v = std::strtod(s.c_str(), &end);
-    if (end != s.c_str() && v >= 0 && std::isfinite(v)) return static_cast<long>(std::ceil(v));
+    if (end != s.c_str() && v >= 0 && std::isfinite(v)) return clamp_ms(v);
   }
   auto ra = r.header("retry-after");
   if (ra.empty()) return -1;
@@ -36,12 +43,12 @@ long parse_retry_after_ms(const HttpResponse& r) {
   char* end = nullptr;
   double seconds = std::strtod(s.c_str(), &end);
   if (end != s.c_str() && *end == '\0' && seconds >= 0 && std::isfinite(seconds)) {
-    return static_cast<long>(std::ceil(seconds * 1000));
+    return clamp_ms(seconds * 1000);
   }
   std::tm tm{};
   if (strptime(s.c_str(), "%a, %d %b %Y %H:%M:%S", &tm) != nullptr) {
     double delta = std::difftime(timegm(&tm), std::time(nullptr));
-    return delta > 0 ? static_cast<long>(delta * 1000) : 0;
+    return delta > 0 ? clamp_ms(delta * 1000) : 0;
   }
   return -1;
 }

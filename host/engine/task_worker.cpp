@@ -38,7 +38,30 @@ TaskWorker::TaskWorker(const RunContext& ctx) : ctx_(ctx) {
   register_shepherd_api(lua_);
   push_suite_table(lua_, ctx.suite->path, ctx.suite->dir, ctx.suite->source);
   suite_ref_ = luaL_ref(lua_, LUA_REGISTRYINDEX);
+  verify_matrix();
   policies_ = std::make_unique<PolicySet>(lua_, ctx.policies, ctx.suite->retry);
+}
+
+void TaskWorker::verify_matrix() {
+  // Cells are read from this state's own copy of the matrix by index: it must
+  // be the very matrix the tasks were planned from.
+  StackGuard guard(lua_);
+  lua_rawgeti(lua_, LUA_REGISTRYINDEX, suite_ref_);
+  lua_getfield(lua_, -1, "matrix");
+  for (const auto& dim : ctx_.matrix->dims()) {
+    lua_getfield(lua_, -1, dim.name.c_str());
+    nlohmann::json values;
+    std::string error;
+    bool same = lua_istable(lua_, -1) && try_to_json(lua_, lua_gettop(lua_), values, error) && values.is_array() &&
+                values.size() == dim.values.size() && std::equal(dim.values.begin(), dim.values.end(), values.begin());
+    if (!same) {
+      throw Error(codes::SUITE_INVALID,
+                  ctx_.suite->path + ": matrix." + dim.name +
+                      " differs between two loads of the suite (is it built from random numbers, the time or pairs() order?)",
+                  Stage::config, {{"file", ctx_.suite->path}, {"field", "matrix." + dim.name}});
+    }
+    lua_pop(lua_, 1);
+  }
 }
 
 TaskWorker::~TaskWorker() {
@@ -182,6 +205,7 @@ AttemptOutcome TaskWorker::judge(TaskRuntime& task, const HttpResponse& r) {
   rec.started_at = task.sent_unix;
   rec.ended_at = unix_now();
   rec.response = r.body;
+  scrub_secrets(rec.response);
   if (r.status == 429) out.cooldown_ms = parsed.retry_after_ms >= 0 ? parsed.retry_after_ms : 1000;
 
   LuaFailure failure;
@@ -206,6 +230,7 @@ AttemptOutcome TaskWorker::judge(TaskRuntime& task, const HttpResponse& r) {
   }
 
   rec.error_message = describe(cls, r, parsed, requested, check_reason);
+  scrub_secrets(rec.error_message);
   DecideInput in;
   in.cls = cls;
   in.attempt = task.attempts_run;
@@ -237,6 +262,14 @@ AttemptOutcome TaskWorker::judge(TaskRuntime& task, const HttpResponse& r) {
       out.delay_ms = decision.delay_ms;
       break;
     case Decision::Action::switch_model:
+      if (suite.model_is_dimension) {
+        // The answer must come from the cell's model: there is nothing to switch to.
+        rec.decision = "fail";
+        rec.error_message += " (switch_model refused: the model is a dimension of this suite)";
+        rec.task_state = TaskState::failed;
+        out.kind = AttemptOutcome::Kind::fail;
+        break;
+      }
       rec.task_state = TaskState::pending;
       out.kind = AttemptOutcome::Kind::switch_model;
       break;
@@ -246,6 +279,16 @@ AttemptOutcome TaskWorker::judge(TaskRuntime& task, const HttpResponse& r) {
       break;
   }
   return out;
+}
+
+void TaskWorker::scrub_secrets(std::string& text) const {
+  // A provider may echo the key it was sent; its value must never be stored.
+  for (const auto& secret : ctx_.secrets) {
+    if (secret.size() < 4) continue;
+    for (size_t at = text.find(secret); at != std::string::npos; at = text.find(secret, at)) {
+      text.replace(at, secret.size(), "[redacted]");
+    }
+  }
 }
 
 AttemptRecord TaskWorker::unsent_failure(TaskRuntime& task, const std::string& code, const std::string& message) {

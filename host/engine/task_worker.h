@@ -37,6 +37,8 @@ class TaskWorker {
   AttemptRecord unsent_failure(TaskRuntime& task, const std::string& code, const std::string& message);
 
  private:
+  void verify_matrix();
+  void scrub_secrets(std::string& text) const;
   void push_cell(uint64_t ordinal);
   bool run_check(const TaskRuntime& task, const struct ParsedResponse& parsed, std::string& reason);
 

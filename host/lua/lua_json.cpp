@@ -1,5 +1,7 @@
 #include "lua/lua_json.h"
 
+#include "core/text.h"
+
 #include <cmath>
 #include <stdexcept>
 
@@ -33,6 +35,7 @@ struct Converter {
       case LUA_TSTRING: {
         size_t len = 0;
         const char* s = lua_tolstring(L, index, &len);
+        if (!is_valid_utf8(std::string_view(s, len))) fail(path, "string is not valid UTF-8");
         return std::string(s, len);
       }
       case LUA_TNUMBER: {

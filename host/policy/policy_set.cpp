@@ -27,6 +27,7 @@ struct PolicySet::LazyBox {
 namespace {
 
 constexpr size_t kRawLimit = 4096;
+constexpr long kMaxDelayMs = 86'400'000;  // a day: longer is a policy bug, and overflows clocks
 
 void set_string(lua_State* L, const char* field, std::string_view value) {
   if (value.empty()) return;
@@ -204,11 +205,12 @@ bool PolicySet::decide(const DecideInput& in, Decision& decision, LuaFailure& fa
   decision = Decision{};
   if (action == "retry") {
     lua_getfield(L_, -1, "delay_ms");
-    if (lua_type(L_, -1) != LUA_TNUMBER || lua_tonumber(L_, -1) < 0) {
+    double delay = lua_tonumber(L_, -1);
+    if (lua_type(L_, -1) != LUA_TNUMBER || !(delay >= 0)) {  // NaN fails too
       return shape_error("returned action 'retry' without a delay_ms >= 0");
     }
     decision.action = Decision::Action::retry;
-    decision.delay_ms = static_cast<long>(lua_tonumber(L_, -1));
+    decision.delay_ms = static_cast<long>(std::min(delay, static_cast<double>(kMaxDelayMs)));
   } else if (action == "fail") {
     lua_getfield(L_, -1, "code");
     if (!lua_isnil(L_, -1) && lua_type(L_, -1) != LUA_TSTRING) return shape_error("returned a code that is not a string");

@@ -1,5 +1,7 @@
 #include "store/store.h"
 
+#include "core/text.h"
+
 #include <map>
 
 #include <SQLiteCpp/Database.h>
@@ -116,7 +118,7 @@ void Store::finish_run(int64_t run_id, const std::string& outcome, const nlohman
     update.bind(1, unix_now());
     details::bind_text(update, 2, outcome);
     if (summary.is_null()) update.bind(3);
-    else update.bind(3, summary.dump());
+    else update.bind(3, safe_dump(summary));
     update.bind(4, run_id);
     update.exec();
   });

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/hash.h"
 #include "core/resources.h"
+#include "core/text.h"
 #include "lua/api.h"
 #include "lua/lua_call.h"
 #include "lua/lua_json.h"
@@ -99,6 +100,7 @@ class SuiteReader {
       expect(v, LUA_TSTRING, f, "a string");
       out = lua_tostring(L_, v);
       if (out.empty()) invalid(f, "must not be empty");
+      if (!is_valid_utf8(out)) invalid(f, "must be valid UTF-8");
     }
     lua_pop(L_, 1);
     return out;
@@ -157,6 +159,7 @@ class SuiteReader {
         invalid(fi, "expected a non-empty string, got " + type_at(-1));
       }
       out.emplace_back(lua_tostring(L_, -1));
+      if (!is_valid_utf8(out.back())) invalid(fi, "must be valid UTF-8");
       lua_pop(L_, 1);
     }
     lua_pop(L_, 1);

@@ -213,3 +213,16 @@ TEST(ResponseParser, TransportFailure) {
 
 }  // namespace
 }  // namespace shepherd
+
+namespace shepherd {
+TEST(RetryAfter, AbsurdValuesAreClampedToADay) {
+  HttpResponse r;
+  r.status = 429;
+  r.headers = {{"retry-after", "100000000000"}};
+  EXPECT_EQ(parse_retry_after_ms(r), 86'400'000);
+  r.headers = {{"retry-after-ms", "1e300"}};
+  EXPECT_EQ(parse_retry_after_ms(r), 86'400'000);
+  r.headers = {{"retry-after", "inf"}};
+  EXPECT_EQ(parse_retry_after_ms(r), -1);
+}
+}  // namespace shepherd

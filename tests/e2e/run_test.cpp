@@ -154,3 +154,52 @@ TEST(Run, SuiteFilesChecksAndPolicyOverridesResolveBesideTheSuite) {
   EXPECT_EQ(by_instance[2]["error"]["code"], "CHECK_FAILED");
   EXPECT_NE(by_instance[2]["error"]["message"].get<std::string>().find("instance 2 is never right"), std::string::npos);
 }
+
+TEST(Run, BadTasksFailAloneAndTheRunGoesOn) {
+  Mock mock(nlohmann::json{{"quota", {{"m-a", 1}}}});
+  TempDir dir;
+  dir.write("switch.lua", "return { decide = function(ctx) return { action = 'switch_model' } end }\n");
+  SuiteSpec s = suite_at(mock.base_url());
+  s.matrix = "{ model = { 'm-a' }, instance = { 1, 2, 3, 4 } }";
+  s.extra = "  policies = { retry = 'switch.lua' },";
+  std::string text = s.text();
+  // Instance 1: a prompt that is not UTF-8 never leaves the host.
+  text.replace(text.find("  request = function(cell)\n"), 26,
+               "  request = function(cell)\n"
+               "    if cell.instance == 1 then return { messages = { { role = 'user', content = '\\255\\254' } } } end\n");
+  std::string suite = dir.write("s.lua", text);
+  Result r = shepherd({"run", suite}, key_env(1), std::chrono::seconds(20));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::map<int, nlohmann::json> rows;
+  for (auto& row : parse_jsonl(shepherd({"export", suite, "--format", "jsonl"}).out))
+    rows[row["dims"]["instance"].get<int>()] = row;
+  EXPECT_EQ(rows[1]["error"]["code"], "REQUEST_BUILD_FAILED");
+  EXPECT_NE(rows[1]["error"]["message"].get<std::string>().find("UTF-8"), std::string::npos);
+  // The model is a dimension: a policy asking to switch it fails the task, once.
+  int done = 0, quota = 0;
+  for (int i = 2; i <= 4; ++i) {
+    if (rows[i]["state"] == "done") ++done;
+    if (rows[i]["error"].is_object() && rows[i]["error"]["code"] == "QUOTA_EXHAUSTED") {
+      ++quota;
+      EXPECT_EQ(rows[i]["attempts"], 1);
+    }
+  }
+  EXPECT_EQ(done, 1);
+  EXPECT_EQ(quota, 2);
+  EXPECT_EQ(mock.stats()["requests"], 3);
+}
+
+TEST(Run, AMatrixThatChangesBetweenLoadsIsRefused) {
+  TempDir dir;
+  SuiteSpec s = suite_at("http://127.0.0.1:9/v1");
+  // Each load of the file reads and bumps a counter: the matrix is never the same twice.
+  s.matrix = "(function() local f = io.open(shepherd.suite_dir .. '/n', 'r'); local n = f and tonumber(f:read('*a')) or 0;"
+             " if f then f:close() end; f = io.open(shepherd.suite_dir .. '/n', 'w'); f:write(n + 1); f:close();"
+             " return { model = { 'm-a' }, instance = { n } } end)()";
+  std::string suite = dir.write("s.lua", s.text());
+  Result r = shepherd({"run", suite, "--json"}, key_env(1));
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["error"]["code"], "SUITE_INVALID");
+  EXPECT_EQ(j["error"]["details"]["field"], "matrix.instance");
+}
