@@ -6,6 +6,7 @@
 #include "core/text.h"
 #include "core/error.h"
 #include "store/store.h"
+#include "suite/matrix.h"
 #include "suite/suite.h"
 
 namespace shepherd::cli {
@@ -55,11 +56,12 @@ int cmd_export(const GlobalOptions&, const ExportArgs& a) {
   Suite suite = load_suite(a.suite, SuiteLoadOptions{false});
   std::string db = default_db_path(suite.dir, suite.name, a.db);
   Store store(db, Store::Mode::read_only);
+  store.limit_to(plan_cells(suite));  // the suite as it is now
 
   std::ofstream file;
   if (!a.out.empty()) {
     file.open(a.out, std::ios::binary | std::ios::trunc);
-    if (!file) throw Error(codes::IO_ERROR, "cannot write " + a.out, Stage::cli, {{"path", a.out}});
+    if (!file) throw Error(codes::IO_ERROR, "cannot write " + a.out, Stage::execution, {{"path", a.out}});
   }
   std::ostream& out = a.out.empty() ? std::cout : file;
   bool csv = a.format == "csv";
@@ -77,7 +79,7 @@ int cmd_export(const GlobalOptions&, const ExportArgs& a) {
     out << "\r\n";
   });
   out.flush();
-  if (!out) throw Error(codes::IO_ERROR, "writing the export failed", Stage::cli);
+  if (!out) throw Error(codes::IO_ERROR, "writing the export failed", Stage::execution);
   return kExitOk;
 }
 

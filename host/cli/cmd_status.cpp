@@ -6,6 +6,7 @@
 #include "core/text.h"
 #include "core/error.h"
 #include "store/store.h"
+#include "suite/matrix.h"
 #include "suite/suite.h"
 
 namespace shepherd::cli {
@@ -88,6 +89,7 @@ int cmd_status(const GlobalOptions& g, const StatusArgs& a) {
   auto by = split_dims(a.by, suite);
   std::string db = default_db_path(suite.dir, suite.name, a.db);
   Store store(db, Store::Mode::read_only);
+  store.limit_to(plan_cells(suite));  // the suite as it is now
   nlohmann::json s = store.status(suite.name, by);
   if (g.json) {
     s["store"] = db;

@@ -19,6 +19,7 @@
 #include "engine/task_worker.h"
 #include "http/http_client.h"
 #include "store/store.h"
+#include "store/store_lock.h"
 #include "store/writer.h"
 
 namespace fs = std::filesystem;
@@ -68,15 +69,10 @@ class Run {
 };
 
 void Run::plan(Store& store) {
-  std::vector<TaskSeed> seeds;
-  seeds.reserve(matrix_.size());
+  std::vector<TaskSeed> seeds = plan_cells(suite_);
   std::vector<std::string> ids;
-  ids.reserve(matrix_.size());
-  for (uint64_t i = 0; i < matrix_.size(); ++i) {
-    nlohmann::json cell = matrix_.cell(i);
-    ids.push_back(task_id_for(suite_.name, cell));
-    seeds.push_back(TaskSeed{ids.back(), cell.dump()});
-  }
+  ids.reserve(seeds.size());
+  for (const auto& seed : seeds) ids.push_back(seed.id);
   store.ensure_tasks(suite_.name, seeds);
   seeds.clear();
   if (options_.retry_failed) {

@@ -11,7 +11,9 @@
 namespace shepherd {
 
 struct HttpClientOptions {
-  size_t max_connections = 20'000;  // size of curl's connection cache
+  // Connections each of the client's connection caches may keep (there are
+  // several, so the process may hold more in all).
+  size_t max_connections = 20'000;
 };
 
 class HttpClient {

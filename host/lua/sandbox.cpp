@@ -87,6 +87,24 @@ int unknown_global(lua_State* L) {
 
 const char* const kModuleCache = "shepherd.sandbox.modules";
 
+// Pushes the compiled chunk of packaged module `name`, or its error message
+// and false. Every C++ object is gone before the caller raises.
+bool push_module_chunk(lua_State* L, const char* name) {
+  std::string message;
+  try {
+    std::string module_path = name;
+    std::replace(module_path.begin(), module_path.end(), '.', '/');
+    Resource module = load_resource("lua/" + module_path + ".lua");
+    LuaFailure failure;
+    if (load_chunk(L, module.content, module.name, failure)) return true;
+    message = failure.describe();
+  } catch (const std::exception&) {
+    message = std::string("module '") + name + "' not found";
+  }
+  lua_pushlstring(L, message.data(), message.size());
+  return false;
+}
+
 // require() for policies: only the packaged Lua library ("shepherd.*"),
 // each module loaded once per state, in a sandbox of its own.
 int sandbox_require(lua_State* L) {
@@ -105,19 +123,7 @@ int sandbox_require(lua_State* L) {
   if (!lua_isnil(L, -1)) return 1;
   lua_pop(L, 1);
 
-  std::string module_path = name;
-  std::replace(module_path.begin(), module_path.end(), '.', '/');
-  std::string relative = "lua/" + module_path + ".lua";
-  Resource module;
-  std::string error;
-  try {
-    module = load_resource(relative);
-  } catch (const std::exception& e) {
-    error = e.what();
-  }
-  if (!error.empty()) return luaL_error(L, "module '%s' not found", name);
-  LuaFailure failure;
-  if (!load_chunk(L, module.content, module.name, failure)) return luaL_error(L, "%s", failure.describe().c_str());
+  if (!push_module_chunk(L, name)) return lua_error(L);  // no C++ object lives in this frame
   push_sandbox_env(L);
   lua_setfenv(L, -2);
   lua_call(L, 0, 1);

@@ -71,7 +71,7 @@ struct TaskStateRecord {
 struct EventRecord {
   int64_t run_id = 0;
   double at = 0;            // unix seconds
-  std::string kind;         // e.g. "run_started", "policy_reload", "cooldown"
+  std::string kind;         // e.g. "model_exhausted"
   std::string detail_json;  // JSON object
 };
 

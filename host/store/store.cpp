@@ -171,6 +171,33 @@ int Store::reset_failed(const std::string& suite) {
   });
 }
 
+void Store::limit_to(const std::vector<TaskSeed>& cells) {
+  details::guard(codes::IO_ERROR, db_->getFilename(), "scope", [&] {
+    // A TEMP table lives in the connection's own temp database: a read-only
+    // store can have one.
+    db_->exec("CREATE TEMP TABLE IF NOT EXISTS scope(seq INTEGER PRIMARY KEY, id TEXT NOT NULL, dims TEXT);"
+              "DELETE FROM temp.scope");
+    SQLite::Transaction transaction(*db_);
+    SQLite::Statement insert(*db_, "INSERT INTO temp.scope(id, dims) VALUES(?, ?)");
+    for (const auto& cell : cells) {
+      insert.bindNoCopy(1, cell.id);
+      insert.bindNoCopy(2, cell.dims_json);
+      insert.exec();
+      insert.reset();
+    }
+    transaction.commit();
+  });
+  scoped_ = true;
+}
+
+std::string Store::task_source() const {
+  if (!scoped_) return "(SELECT * FROM main.tasks WHERE suite = ?1) AS tasks";
+  return "(SELECT s.seq AS seq, s.id AS id, s.dims AS dims, coalesce(t.state, 'pending') AS state, t.model AS model, "
+         "t.content AS content, coalesce(t.attempts, 0) AS attempts, t.error_code AS error_code, "
+         "t.error_message AS error_message, t.last_class AS last_class, t.latency_ms AS latency_ms, "
+         "t.usage AS usage FROM temp.scope AS s LEFT JOIN main.tasks AS t ON t.id = s.id AND t.suite = ?1) AS tasks";
+}
+
 nlohmann::json Store::status(const std::string& suite, const std::vector<std::string>& by) {
   return details::guard(codes::IO_ERROR, db_->getFilename(), "status", [&] {
     // Columns: value_0, type_0, ..., value_n-1, type_n-1, state, class, count.
@@ -185,7 +212,7 @@ nlohmann::json Store::status(const std::string& suite, const std::vector<std::st
     const size_t state_col = 2 * by.size();
     std::string sql = "SELECT " + columns +
                       "state, CASE WHEN state = 'failed' THEN coalesce(last_class, 'unknown') "
-                      "END, count(*) FROM tasks WHERE suite = ?1 GROUP BY " + keys +
+                      "END, count(*) FROM " + task_source() + " GROUP BY " + keys +
                       std::to_string(state_col + 1) + ", " + std::to_string(state_col + 2);
     if (!by.empty()) sql += " ORDER BY " + keys.substr(0, keys.size() - 2);
 
@@ -247,8 +274,8 @@ void Store::export_tasks(const std::string& suite,
   details::guard(codes::IO_ERROR, db_->getFilename(), "export", [&] {
     SQLite::Statement query(*db_,
                             "SELECT id, dims, state, model, content, attempts, error_code, "
-                            "error_message, latency_ms, usage FROM tasks WHERE suite = ? "
-                            "ORDER BY seq");
+                            "error_message, latency_ms, usage FROM " +
+                                task_source() + " ORDER BY seq");
     query.bind(1, suite);
     ExportRow row;  // one row reused: its strings keep their buffers
     while (query.executeStep()) {

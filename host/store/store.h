@@ -51,6 +51,11 @@ class Store {
   std::vector<StoredTask> load_tasks(const std::string& suite);
   int reset_failed(const std::string& suite);  // failed -> pending; returns how many
 
+  // From now on status() and export_tasks() see exactly these tasks: the
+  // cells of the suite as it is now. Cells removed from it are left out (their
+  // results stay stored); cells not stored yet count as pending.
+  void limit_to(const std::vector<TaskSeed>& cells);
+
   // Groups tasks by the named dims (none: one group). Shape:
   // {"suite","by":[...],"groups":[{"key":{dim:value},"total","done","failed","pending",
   //  "completion_rate","failure_rate","failures_by_class":{class:n}}],"overall":{same, no key}}
@@ -66,6 +71,9 @@ class Store {
 
  private:
   std::unique_ptr<SQLite::Database> db_;
+  // The FROM clause status() and export_tasks() read, with ?1 = the suite.
+  std::string task_source() const;
+  bool scoped_ = false;
 };
 
 }  // namespace shepherd

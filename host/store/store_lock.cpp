@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
-#include "store/writer.h"
+#include "store/store_lock.h"
 
 namespace shepherd {
 namespace {

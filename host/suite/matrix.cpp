@@ -27,8 +27,15 @@ nlohmann::json Matrix::cell(uint64_t ordinal) const {
   return out;
 }
 
-std::string Matrix::task_id(const std::string& suite_name, uint64_t ordinal) const {
-  return task_id_for(suite_name, cell(ordinal));
+std::vector<TaskSeed> plan_cells(const Suite& suite) {
+  Matrix matrix(suite.dims);
+  std::vector<TaskSeed> cells;
+  cells.reserve(matrix.size());
+  for (uint64_t i = 0; i < matrix.size(); ++i) {
+    nlohmann::json cell = matrix.cell(i);
+    cells.push_back(TaskSeed{task_id_for(suite.name, cell), cell.dump()});
+  }
+  return cells;
 }
 
 std::string task_id_for(const std::string& suite_name, const nlohmann::json& cell) {

@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "store/records.h"
 #include "suite/suite.h"
 
 namespace shepherd {
@@ -23,7 +24,6 @@ class Matrix {
   // Index of each dimension's value for this cell, in dims() order.
   std::vector<uint32_t> value_indices(uint64_t ordinal) const;
   nlohmann::json cell(uint64_t ordinal) const;  // {"dim": value, ...}
-  std::string task_id(const std::string& suite_name, uint64_t ordinal) const;
 
  private:
   std::vector<Dimension> dims_;
@@ -31,5 +31,8 @@ class Matrix {
 };
 
 std::string task_id_for(const std::string& suite_name, const nlohmann::json& cell);
+
+// Every cell of the suite as a task: id and canonical dims, in matrix order.
+std::vector<TaskSeed> plan_cells(const Suite& suite);
 
 }  // namespace shepherd

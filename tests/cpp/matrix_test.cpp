@@ -44,7 +44,7 @@ class MatrixTest : public ::testing::Test {
   static std::map<std::string, std::string> ids_by_cell(const Suite& s) {
     Matrix m(s.dims);
     std::map<std::string, std::string> out;
-    for (uint64_t i = 0; i < m.size(); ++i) out[m.cell(i).dump()] = m.task_id(s.name, i);
+    for (uint64_t i = 0; i < m.size(); ++i) out[m.cell(i).dump()] = task_id_for(s.name, m.cell(i));
     return out;
   }
 
@@ -92,7 +92,7 @@ TEST_F(MatrixTest, EveryCellIsDistinctAndComplete) {
     EXPECT_EQ(c.size(), 3u);
     EXPECT_TRUE(c.contains("model") && c.contains("prompt_type") && c.contains("instance")) << c.dump();
     cells.insert(c.dump());
-    ids.insert(m.task_id("demo", i));
+    ids.insert(task_id_for("demo", m.cell(i)));
     // value_indices and cell agree.
     auto idx = m.value_indices(i);
     ASSERT_EQ(idx.size(), m.dims().size());
@@ -123,7 +123,7 @@ TEST_F(MatrixTest, TaskIdsArePinned) {
   for (uint64_t i = 0; i < m.size(); ++i) {
     if (m.cell(i) == cell) {
       found = true;
-      EXPECT_EQ(m.task_id("demo", i), task_id_for("demo", cell));
+      EXPECT_EQ(task_id_for("demo", m.cell(i)), task_id_for("demo", cell));
     }
   }
   EXPECT_TRUE(found);
@@ -169,7 +169,7 @@ TEST_F(MatrixTest, TableValuedDimensions) {
   Matrix m(s.dims);
   ASSERT_EQ(m.size(), 3u);
   std::set<std::string> ids;
-  for (uint64_t i = 0; i < m.size(); ++i) ids.insert(m.task_id("tables", i));
+  for (uint64_t i = 0; i < m.size(); ++i) ids.insert(task_id_for("tables", m.cell(i)));
   EXPECT_EQ(ids.size(), 3u);
   EXPECT_EQ(m.cell(0)["prompt"], json::parse(R"({"system":"be brief","temperature":0.5})"));
   EXPECT_TRUE(m.cell(1)["prompt"]["temperature"].is_number_integer());
@@ -190,9 +190,9 @@ TEST_F(MatrixTest, IdsDifferAcrossSuiteNames) {
   Matrix m(a.dims);
   std::set<std::string> all;
   for (uint64_t i = 0; i < m.size(); ++i) {
-    EXPECT_NE(m.task_id(a.name, i), m.task_id(b.name, i));
-    all.insert(m.task_id(a.name, i));
-    all.insert(m.task_id(b.name, i));
+    EXPECT_NE(task_id_for(a.name, m.cell(i)), task_id_for(b.name, m.cell(i)));
+    all.insert(task_id_for(a.name, m.cell(i)));
+    all.insert(task_id_for(b.name, m.cell(i)));
   }
   EXPECT_EQ(all.size(), 2 * m.size());
 }
@@ -200,7 +200,7 @@ TEST_F(MatrixTest, IdsDifferAcrossSuiteNames) {
 TEST_F(MatrixTest, ValuesOfDifferentTypesAreDifferentCells) {
   Matrix m({dim("x", {1, "1", 1.5, true})});
   std::set<std::string> ids;
-  for (uint64_t i = 0; i < m.size(); ++i) ids.insert(m.task_id("s", i));
+  for (uint64_t i = 0; i < m.size(); ++i) ids.insert(task_id_for("s", m.cell(i)));
   EXPECT_EQ(ids.size(), 4u);
 }
 

@@ -1,3 +1,4 @@
+#include "store/store_lock.h"
 #include "store/writer.h"
 
 #include <algorithm>

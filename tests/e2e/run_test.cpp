@@ -203,3 +203,24 @@ TEST(Run, AMatrixThatChangesBetweenLoadsIsRefused) {
   EXPECT_EQ(j["error"]["code"], "SUITE_INVALID");
   EXPECT_EQ(j["error"]["details"]["field"], "matrix.instance");
 }
+
+TEST(Run, StatusAndExportFollowTheSuiteAsItIsNow) {
+  Mock mock;
+  TempDir dir;
+  SuiteSpec s = suite_at(mock.base_url());
+  s.matrix = "{ model = { 'm-a' }, instance = { 1, 2, 3 } }";
+  std::string suite = dir.write("s.lua", s.text());
+  ASSERT_EQ(shepherd({"run", suite}, key_env(1)).exit_code, 0);
+  s.matrix = "{ model = { 'm-a' }, instance = { 2, 3, 4 } }";  // 1 leaves, 4 arrives
+  dir.write("s.lua", s.text());
+  auto st = nlohmann::json::parse(shepherd({"status", suite, "--json"}).out);
+  EXPECT_EQ(st["overall"]["total"], 3);
+  EXPECT_EQ(st["overall"]["done"], 2);
+  EXPECT_EQ(st["overall"]["pending"], 1);
+  ASSERT_EQ(shepherd({"run", suite}, key_env(1)).exit_code, 0);
+  EXPECT_EQ(mock.stats()["requests"], 4) << "only the new cell was sent";
+  auto rows = parse_jsonl(shepherd({"export", suite, "--format", "jsonl"}).out);
+  ASSERT_EQ(rows.size(), 3u);
+  for (const auto& row : rows) EXPECT_NE(row["dims"]["instance"], 1);
+  EXPECT_EQ(query(dir.file("e2e.db"), "SELECT count(*) FROM tasks"), "4") << "results are never deleted";
+}
