@@ -48,6 +48,13 @@ struct DecideInput {
   std::string_view error_code;
 };
 
+struct SwitchInput {
+  std::string_view current;
+  const std::vector<std::string>* candidates = nullptr;
+  const std::vector<std::string>* exhausted = nullptr;
+  std::string_view cls;
+};
+
 struct Decision {
   enum class Action { retry, fail, switch_model } action = Action::fail;
   long delay_ms = 0;

@@ -1,6 +1,7 @@
 #include "policy/policy_set.h"
 
 #include <algorithm>
+#include <tuple>
 
 #include "core/error.h"
 #include "lua/lua_json.h"
@@ -63,18 +64,23 @@ int outcome_index(lua_State* L) {
 
 }  // namespace
 
-PolicySet::PolicySet(lua_State* L, const PolicySources& sources, const RetryConfig& retry)
+PolicySet::PolicySet(lua_State* L, const PolicySources& sources, const RetryConfig& retry,
+                     const MaintainConfig& maintain)
     : L_(L), version_(sources.version) {
-  classify_ref_ = load_module(sources.classify, "classify");
   try {
+    classify_ref_ = load_module(sources.classify, "classify");
     retry_ref_ = load_module(sources.retry, "decide");
+    switch_ref_ = load_module(sources.switch_model, "next_model");
+    retest_ref_ = load_module(sources.retest, "select");
   } catch (...) {
-    luaL_unref(L_, LUA_REGISTRYINDEX, classify_ref_);  // the destructor will not run
+    release();  // the destructor will not run
     throw;
   }
 
   push_json(L_, retry.to_json());
   config_ref_ = luaL_ref(L_, LUA_REGISTRYINDEX);
+  push_json(L_, maintain.to_json());
+  maintain_ref_ = luaL_ref(L_, LUA_REGISTRYINDEX);
 
   lua_newtable(L_);  // metatable for outcome tables
   box_ = static_cast<LazyBox*>(lua_newuserdata(L_, sizeof(LazyBox)));
@@ -84,8 +90,14 @@ PolicySet::PolicySet(lua_State* L, const PolicySources& sources, const RetryConf
   outcome_meta_ref_ = luaL_ref(L_, LUA_REGISTRYINDEX);
 }
 
-PolicySet::~PolicySet() {
-  for (int ref : {classify_ref_, retry_ref_, config_ref_, outcome_meta_ref_}) luaL_unref(L_, LUA_REGISTRYINDEX, ref);
+PolicySet::~PolicySet() { release(); }
+
+void PolicySet::release() {
+  for (int* ref : {&classify_ref_, &retry_ref_, &switch_ref_, &retest_ref_, &config_ref_, &maintain_ref_,
+                   &outcome_meta_ref_}) {
+    luaL_unref(L_, LUA_REGISTRYINDEX, *ref);
+    *ref = LUA_NOREF;
+  }
 }
 
 int PolicySet::load_module(const PolicySource& src, const char* function) {
@@ -108,6 +120,27 @@ int PolicySet::load_module(const PolicySource& src, const char* function) {
     throw fail(std::string("the returned table has no function '") + function + "'", 0);
   }
   lua_pop(L_, 1);
+  // Metadata is optional, but when present it has the right shape.
+  for (auto [field, type, what] : {std::tuple{"name", LUA_TSTRING, "a string"},
+                                   std::tuple{"schema", LUA_TTABLE, "a table"},
+                                   std::tuple{"selftest", LUA_TFUNCTION, "a function"}}) {
+    lua_getfield(L_, -1, field);
+    bool ok = lua_isnil(L_, -1) || lua_type(L_, -1) == type;
+    lua_pop(L_, 1);
+    if (!ok) throw fail(std::string("'") + field + "' must be " + what, 0);
+  }
+  lua_getfield(L_, -1, "version");
+  bool version_ok = lua_isnil(L_, -1) || lua_type(L_, -1) == LUA_TSTRING || lua_type(L_, -1) == LUA_TNUMBER;
+  lua_pop(L_, 1);
+  if (!version_ok) throw fail("'version' must be a string or a number", 0);
+  lua_getfield(L_, -1, "selftest");
+  if (lua_isfunction(L_, -1)) {
+    if (!protected_call(L_, 0, 0, failure)) {
+      throw fail("selftest() failed: " + failure.message, failure.line);
+    }
+  } else {
+    lua_pop(L_, 1);
+  }
   return luaL_ref(L_, LUA_REGISTRYINDEX);
 }
 
@@ -221,6 +254,73 @@ bool PolicySet::decide(const DecideInput& in, Decision& decision, LuaFailure& fa
   } else {
     return shape_error("returned an unknown action '" + action + "' (retry, fail or switch_model)");
   }
+  return true;
+}
+
+bool PolicySet::next_model(const SwitchInput& in, std::string& model, LuaFailure& failure) {
+  StackGuard guard(L_);
+  lua_rawgeti(L_, LUA_REGISTRYINDEX, switch_ref_);
+  lua_getfield(L_, -1, "next_model");
+  lua_createtable(L_, 0, 5);
+  set_string(L_, "current", in.current);
+  set_string(L_, "class", in.cls);
+  lua_createtable(L_, in.candidates ? static_cast<int>(in.candidates->size()) : 0, 0);
+  if (in.candidates) {
+    int i = 1;
+    for (const auto& m : *in.candidates) {
+      lua_pushstring(L_, m.c_str());
+      lua_rawseti(L_, -2, i++);
+    }
+  }
+  lua_setfield(L_, -2, "candidates");
+  lua_newtable(L_);
+  if (in.exhausted) {
+    for (const auto& m : *in.exhausted) {
+      lua_pushboolean(L_, 1);
+      lua_setfield(L_, -2, m.c_str());
+    }
+  }
+  lua_setfield(L_, -2, "exhausted");
+  lua_rawgeti(L_, LUA_REGISTRYINDEX, maintain_ref_);
+  lua_setfield(L_, -2, "config");
+  if (!protected_call(L_, 1, 1, failure)) return false;
+  if (lua_isnil(L_, -1)) {
+    model.clear();
+    return true;
+  }
+  if (lua_type(L_, -1) != LUA_TSTRING || lua_objlen(L_, -1) == 0) {
+    failure = LuaFailure{std::string("next_model must return a model name or nil, got ") + luaL_typename(L_, -1), "",
+                         0, ""};
+    return false;
+  }
+  model = lua_tostring(L_, -1);
+  return true;
+}
+
+bool PolicySet::select(const nlohmann::json& stats, nlohmann::json& selection, LuaFailure& failure) {
+  StackGuard guard(L_);
+  lua_rawgeti(L_, LUA_REGISTRYINDEX, retest_ref_);
+  lua_getfield(L_, -1, "select");
+  push_json(L_, stats);
+  lua_rawgeti(L_, LUA_REGISTRYINDEX, maintain_ref_);
+  if (!protected_call(L_, 2, 1, failure)) return false;
+  std::string error;
+  nlohmann::json out;
+  auto shape_error = [&](const std::string& why) {
+    failure = LuaFailure{"select " + why, "", 0, ""};
+    return false;
+  };
+  if (!lua_istable(L_, -1) || !try_to_json(L_, lua_gettop(L_), out, error, "selection")) {
+    return shape_error("must return a list of {group, priority, reason}" + (error.empty() ? "" : ": " + error));
+  }
+  if (out.is_object() && out.empty()) out = nlohmann::json::array();
+  if (!out.is_array()) return shape_error("must return a list");
+  for (const auto& item : out) {
+    if (!item.is_object() || !item.contains("group") || !item["priority"].is_number() || !item["reason"].is_string()) {
+      return shape_error("returned an item without group, a numeric priority and a reason: " + item.dump());
+    }
+  }
+  selection = std::move(out);
   return true;
 }
 

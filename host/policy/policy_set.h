@@ -13,8 +13,9 @@ namespace shepherd {
 class PolicySet {
  public:
   // Throws Error(POLICY_LOAD_FAILED) with file:line on a syntax error, a load
-  // error or a missing function.
-  PolicySet(lua_State* L, const PolicySources& sources, const RetryConfig& retry);
+  // error, a missing function, a wrong metadata type or a failing selftest().
+  PolicySet(lua_State* L, const PolicySources& sources, const RetryConfig& retry,
+            const MaintainConfig& maintain = {});
   ~PolicySet();
   PolicySet(const PolicySet&) = delete;
   PolicySet& operator=(const PolicySet&) = delete;
@@ -22,6 +23,10 @@ class PolicySet {
   // On a Lua error or a wrong return shape: false, and `failure` says why.
   bool classify(const OutcomeView& outcome, std::string& cls, LuaFailure& failure);
   bool decide(const DecideInput& input, Decision& decision, LuaFailure& failure);
+  // `model` empty: no model left.
+  bool next_model(const SwitchInput& input, std::string& model, LuaFailure& failure);
+  // `selection`: [{group, priority, reason}], checked for shape.
+  bool select(const nlohmann::json& stats, nlohmann::json& selection, LuaFailure& failure);
 
   const std::string& version() const { return version_; }
 
@@ -29,12 +34,16 @@ class PolicySet {
 
  private:
   int load_module(const PolicySource& src, const char* function);
+  void release();
 
   lua_State* L_;
   std::string version_;
   int classify_ref_ = LUA_NOREF;  // the module tables
   int retry_ref_ = LUA_NOREF;
-  int config_ref_ = LUA_NOREF;    // ctx.config, built once
+  int switch_ref_ = LUA_NOREF;
+  int retest_ref_ = LUA_NOREF;
+  int config_ref_ = LUA_NOREF;    // ctx.config for decide(), built once
+  int maintain_ref_ = LUA_NOREF;  // config for next_model() and select()
   int outcome_meta_ref_ = LUA_NOREF;
   LazyBox* box_ = nullptr;  // userdata owned by the Lua state
 };

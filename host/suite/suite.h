@@ -53,9 +53,25 @@ struct RetryConfig {
   bool retry_on_timeout = true;
   bool retry_on_api_error = true;
   bool retry_on_format_error = false;
+  int poison_after = 5;  // the same error this many times in a row fails the task as POISONED
 
   nlohmann::json to_json() const;
 };
+
+// When a group of tasks deserves a re-test (retest.lua reads this).
+struct MaintainConfig {
+  double minimum_completion_rate = 0.8;
+  double maximum_failure_rate = 0.3;
+  std::vector<std::string> priority_models;
+  std::vector<std::string> skip_models;
+  double cooldown_hours = 2;
+  int batch_size = 5;
+
+  nlohmann::json to_json() const;
+};
+
+// The policy kinds, in the order they are loaded.
+inline constexpr const char* kPolicyKinds[] = {"classify", "retry", "switch", "retest"};
 
 struct PolicyPaths {
   std::map<std::string, std::string> overrides;  // "classify" -> absolute path
@@ -72,6 +88,7 @@ struct Suite {
   std::vector<std::string> models;  // every model used: the matrix's or the resource list
   bool has_check = false;
   RetryConfig retry;
+  MaintainConfig maintain;
   PolicyPaths policies;
   std::string config_hash;  // of `source`
 };

@@ -28,7 +28,17 @@ nlohmann::json RetryConfig::to_json() const {
           {"jitter", jitter},
           {"retry_on_timeout", retry_on_timeout},
           {"retry_on_api_error", retry_on_api_error},
-          {"retry_on_format_error", retry_on_format_error}};
+          {"retry_on_format_error", retry_on_format_error},
+          {"poison_after", poison_after}};
+}
+
+nlohmann::json MaintainConfig::to_json() const {
+  return {{"minimum_completion_rate", minimum_completion_rate},
+          {"maximum_failure_rate", maximum_failure_rate},
+          {"priority_models", priority_models},
+          {"skip_models", skip_models},
+          {"cooldown_hours", cooldown_hours},
+          {"batch_size", batch_size}};
 }
 
 namespace {
@@ -137,8 +147,9 @@ class SuiteReader {
     return out;
   }
 
-  // A non-empty list of non-empty strings at t[name].
-  std::vector<std::string> string_list(int idx, const char* name, const Path& parent, bool required) const {
+  // A list of non-empty strings at t[name]; empty only if allow_empty.
+  std::vector<std::string> string_list(int idx, const char* name, const Path& parent, bool required,
+                                       bool allow_empty = false) const {
     Path f = parent;
     f.push_back(name);
     int v = get(idx, name);
@@ -150,7 +161,7 @@ class SuiteReader {
     }
     expect(v, LUA_TTABLE, f, "a list of strings");
     size_t n = lua_objlen(L_, v);
-    if (n == 0) invalid(f, "must not be empty");
+    if (n == 0 && !allow_empty) invalid(f, "must not be empty");
     for (size_t i = 1; i <= n; ++i) {
       lua_rawgeti(L_, v, static_cast<int>(i));
       Path fi = f;
@@ -305,7 +316,7 @@ void read_retry(const SuiteReader& r, lua_State* L, int idx, RetryConfig& retry)
   Path p{"retry"};
   r.expect(idx, LUA_TTABLE, p, "a table");
   r.check_fields(idx, {"max_retries", "base_delay_ms", "backoff_multiplier", "max_delay_ms", "jitter",
-                       "retry_on_timeout", "retry_on_api_error", "retry_on_format_error"}, p);
+                       "retry_on_timeout", "retry_on_api_error", "retry_on_format_error", "poison_after"}, p);
   retry.max_retries = static_cast<int>(r.number_field(idx, "max_retries", p, retry.max_retries, 0, 1000, true));
   retry.base_delay_ms = static_cast<long>(r.number_field(idx, "base_delay_ms", p, retry.base_delay_ms, 0, 86'400'000, true));
   retry.backoff_multiplier = r.number_field(idx, "backoff_multiplier", p, retry.backoff_multiplier, 1, 100, false);
@@ -314,14 +325,35 @@ void read_retry(const SuiteReader& r, lua_State* L, int idx, RetryConfig& retry)
   retry.retry_on_timeout = r.bool_field(idx, "retry_on_timeout", p, retry.retry_on_timeout);
   retry.retry_on_api_error = r.bool_field(idx, "retry_on_api_error", p, retry.retry_on_api_error);
   retry.retry_on_format_error = r.bool_field(idx, "retry_on_format_error", p, retry.retry_on_format_error);
+  retry.poison_after = static_cast<int>(r.number_field(idx, "poison_after", p, retry.poison_after, 2, 1000, true));
+}
+
+void read_maintain(const SuiteReader& r, lua_State* L, int idx, const Suite& suite, MaintainConfig& m) {
+  if (lua_isnil(L, idx)) return;
+  Path p{"maintain"};
+  r.expect(idx, LUA_TTABLE, p, "a table");
+  r.check_fields(idx, {"minimum_completion_rate", "maximum_failure_rate", "priority_models", "skip_models",
+                       "cooldown_hours", "batch_size"}, p);
+  m.minimum_completion_rate = r.number_field(idx, "minimum_completion_rate", p, m.minimum_completion_rate, 0, 1, false);
+  m.maximum_failure_rate = r.number_field(idx, "maximum_failure_rate", p, m.maximum_failure_rate, 0, 1, false);
+  m.cooldown_hours = r.number_field(idx, "cooldown_hours", p, m.cooldown_hours, 0, 24 * 365, false);
+  m.batch_size = static_cast<int>(r.number_field(idx, "batch_size", p, m.batch_size, 1, 100000, true));
+  for (auto [name, list] : {std::pair{"priority_models", &m.priority_models}, std::pair{"skip_models", &m.skip_models}}) {
+    *list = r.string_list(idx, name, p, false, true);
+    for (size_t i = 0; i < list->size(); ++i) {
+      if (std::find(suite.models.begin(), suite.models.end(), (*list)[i]) == suite.models.end()) {
+        r.invalid({"maintain", name, std::to_string(i + 1)}, "model '" + (*list)[i] + "' is not one of the suite's models");
+      }
+    }
+  }
 }
 
 void read_policies(const SuiteReader& r, lua_State* L, int idx, Suite& suite) {
   if (lua_isnil(L, idx)) return;
   Path p{"policies"};
   r.expect(idx, LUA_TTABLE, p, "a table of policy = \"file.lua\"");
-  r.check_fields(idx, {"classify", "retry"}, p);
-  for (const char* name : {"classify", "retry"}) {
+  r.check_fields(idx, {std::begin(kPolicyKinds), std::end(kPolicyKinds)}, p);
+  for (const char* name : kPolicyKinds) {
     std::string rel = r.string_field(idx, name, p, false);
     if (rel.empty()) continue;
     fs::path file = fs::path(rel).is_absolute() ? fs::path(rel) : fs::path(suite.dir) / rel;
@@ -380,7 +412,7 @@ Suite load_suite(const std::string& path, const SuiteLoadOptions& options) {
   int t = lua_gettop(L);
   SuiteReader r(L, suite);
   r.check_fields(t, {"name", "description", "providers", "matrix", "models", "request", "check", "retry",
-                     "policies"}, {});
+                     "maintain", "policies"}, {});
 
   suite.name = r.string_field(t, "name", {}, true);
   static const std::regex name_re("[A-Za-z0-9][A-Za-z0-9_.-]*");
@@ -453,6 +485,9 @@ Suite load_suite(const std::string& path, const SuiteLoadOptions& options) {
 
   int retry = r.get(t, "retry");
   read_retry(r, L, retry, suite.retry);
+  lua_pop(L, 1);
+  int maintain = r.get(t, "maintain");
+  read_maintain(r, L, maintain, suite, suite.maintain);
   lua_pop(L, 1);
   int policies = r.get(t, "policies");
   read_policies(r, L, policies, suite);

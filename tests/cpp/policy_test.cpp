@@ -142,7 +142,8 @@ RetryConfig retry_config(const json& overrides) {
 PolicySources packaged() { return PolicySources::for_suite(Suite{}); }
 
 PolicySource source(const std::string& kind, const std::string& chunk_name, const std::string& text) {
-  return PolicySource{kind, chunk_name, text, stable_hash_hex(text).substr(0, 12)};
+  return PolicySource{.kind = kind, .chunk_name = chunk_name, .path = "", .text = text,
+                      .hash = stable_hash_hex(text).substr(0, 12)};
 }
 
 // A Lua state as a worker has it: the shepherd API registered.
@@ -436,7 +437,7 @@ TEST(PolicySetTest, DecideSeesTheContext) {
   EXPECT_EQ(ctx["model_role"], "dimension");
   EXPECT_EQ(ctx["config"], json::parse(R"({"max_retries":7,"base_delay_ms":1000,"backoff_multiplier":2,
       "max_delay_ms":60000,"jitter":true,"retry_on_timeout":true,"retry_on_api_error":true,
-      "retry_on_format_error":true})"));
+      "retry_on_format_error":true,"poison_after":5})"));
   EXPECT_EQ(ctx["history"], json::parse(R"([{"class":"timeout","status":0},
                                              {"class":"rate_limited","status":429,"code":"rate_limit_exceeded"}])"));
   EXPECT_EQ(ctx["retry_after_ms"], 1500);
