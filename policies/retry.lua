@@ -17,6 +17,10 @@
 --   retry_after_ms  the provider's Retry-After / retry-after-ms, or nil
 --   status          HTTP status of this attempt (0 without a response)
 --   error_code      the provider's error code, or nil
+--
+-- Whatever this returns, the host ends the retries: the same error
+-- (class, status and code) `config.poison_after` times in a row (5) fails the
+-- task as POISONED, and no task gets more than 100 attempts in one run.
 local M = { name = "retry", version = "1" }
 
 -- Which classes are transient, and the config switch that allows retrying them.
@@ -37,8 +41,9 @@ end
 function M.decide(ctx)
   local cfg = ctx.config
   local class = ctx.class
-  if class == "quota_exhausted" then
-    -- Never retried like a 429: waiting does not bring quota back.
+  if class == "quota_exhausted" or class == "auth_failed" then
+    -- Never retried like a 429: waiting does not bring quota back. A model
+    -- used as a resource gives way to the next one (switch.lua picks it).
     if ctx.model_role == "resource" then return { action = "switch_model" } end
     return fail(class)
   end

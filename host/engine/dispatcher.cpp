@@ -41,7 +41,11 @@ std::vector<uint32_t> Dispatcher::take_launches(TimePoint now, size_t max) {
     retries_.pop();
     queue_for(tasks_[t]).push_back(t);
   }
-  for (auto& queue : ready_) {
+  bool resource_model_ready =
+      !switching_ && !(current_model_ < exhausted_.size() && exhausted_[current_model_]);
+  for (size_t q = 0; q < ready_.size(); ++q) {
+    auto& queue = ready_[q];
+    if (q == 0 && !resource_model_ready) continue;  // [0]: resource tasks wait for the next model
     while (!queue.empty() && out.size() < max) {
       TaskRuntime& t = tasks_[queue.front()];
       uint32_t model = model_of(t);
@@ -95,25 +99,37 @@ void Dispatcher::stop_dispatching() {
   stopping_ = true;
 }
 
-bool Dispatcher::exhaust_model(uint32_t model, uint32_t task, uint32_t model_count) {
+bool Dispatcher::exhaust_model(uint32_t model, uint32_t task) {
   std::lock_guard lock(mutex_);
-  if (exhausted_.size() < model_count) exhausted_.resize(model_count, false);
+  if (exhausted_.size() <= model) exhausted_.resize(model + 1, false);
   exhausted_[model] = true;
   queue_for(tasks_[task]).push_front(task);
   --counters_.in_flight;
   ++counters_.waiting;
-  if (model == current_model_) {
-    // Models are tried in the suite's order; one used up is never used again.
-    uint32_t next = current_model_;
-    while (next < model_count && exhausted_[next]) ++next;
-    if (next >= model_count) {
-      models_exhausted_ = true;
-      stopping_ = true;
-      return false;
-    }
-    current_model_ = next;
-  }
-  return !models_exhausted_;
+  if (model != current_model_ || switching_ || models_exhausted_) return false;
+  switching_ = true;
+  return true;
+}
+
+void Dispatcher::switch_to(uint32_t model) {
+  std::lock_guard lock(mutex_);
+  current_model_ = model;
+  switching_ = false;
+}
+
+void Dispatcher::no_model_left() {
+  std::lock_guard lock(mutex_);
+  switching_ = false;
+  models_exhausted_ = true;
+  stopping_ = true;
+}
+
+std::vector<uint32_t> Dispatcher::exhausted_models() const {
+  std::lock_guard lock(mutex_);
+  std::vector<uint32_t> out;
+  for (uint32_t m = 0; m < exhausted_.size(); ++m)
+    if (exhausted_[m]) out.push_back(m);
+  return out;
 }
 
 bool Dispatcher::models_exhausted() const {

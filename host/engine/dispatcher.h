@@ -61,12 +61,16 @@ class Dispatcher {
   void cool_down(int slot, TimePoint until);
   void stop_dispatching();
 
-  // Resource models only: `model` is used up. The task goes back to the queue
-  // and the current model moves to the next one never used in this run.
-  // False when none is left: dispatching stops, unfinished tasks stay pending.
-  bool exhaust_model(uint32_t model, uint32_t task, uint32_t model_count);
+  // Resource models only: `model` is used up and the task goes back to the
+  // queue. True when the caller must choose the next model (it was the
+  // current one and nobody is choosing yet): then switch_to() or
+  // no_model_left() follows. Until then no resource task is sent.
+  bool exhaust_model(uint32_t model, uint32_t task);
+  void switch_to(uint32_t model);
+  void no_model_left();  // dispatching stops; unfinished tasks stay pending
   bool models_exhausted() const;
   uint32_t current_model() const;
+  std::vector<uint32_t> exhausted_models() const;
 
   bool stopping() const;
   bool idle() const;  // nothing in flight, and nothing left to send (or stopping)
@@ -92,6 +96,7 @@ class Dispatcher {
   std::priority_queue<Due, std::vector<Due>, std::greater<>> retries_;
   uint32_t current_model_ = 0;  // for tasks whose model is a resource
   std::vector<bool> exhausted_;
+  bool switching_ = false;  // a worker is asking switch.lua for the next model
   bool models_exhausted_ = false;
   DispatchCounters counters_;
   bool stopping_ = false;

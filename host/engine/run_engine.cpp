@@ -54,6 +54,7 @@ class Run {
   void worker_loop(TaskWorker& worker);
   void handle(TaskWorker& worker, HttpResponse& response);
   void launch(TaskWorker& worker);
+  void switch_model(TaskWorker& worker, uint32_t from, uint32_t task, const std::string& cls);
   void wake_all();
   void close_queue();  // every worker returns
 
@@ -209,19 +210,26 @@ void Run::handle(TaskWorker& worker, HttpResponse& r) {
     case AttemptOutcome::Kind::fail:
       dispatcher_->finish(TaskState::failed);
       break;
-    case AttemptOutcome::Kind::switch_model: {
-      const std::string& from = ctx_.models[t.attempt_model];
-      bool left = dispatcher_->exhaust_model(t.attempt_model, index, static_cast<uint32_t>(ctx_.models.size()));
-      uint32_t to = dispatcher_->current_model();
-      writer_->push(EventRecord{ctx_.run_id, unix_now(), "model_exhausted",
-                                safe_dump({{"model", from}, {"class", cls}, {"next", left ? ctx_.models[to] : ""}})});
-      if (left) {
-        spdlog::warn("model {} exhausted ({}); switching to {}", from, cls, ctx_.models[to]);
-      } else {
-        spdlog::error("model {} exhausted ({}) and no model is left: stopping", from, cls);
-      }
+    case AttemptOutcome::Kind::switch_model:
+      switch_model(worker, t.attempt_model, index, cls);
       break;
-    }
+  }
+}
+
+void Run::switch_model(TaskWorker& worker, uint32_t from, uint32_t task, const std::string& cls) {
+  if (!dispatcher_->exhaust_model(from, task)) return;  // another answer already moved on
+  std::string note;
+  auto next = worker.choose_next_model(from, dispatcher_->exhausted_models(), cls, note);
+  nlohmann::json detail = {{"from", ctx_.models[from]}, {"to", next ? nlohmann::json(ctx_.models[*next]) : nlohmann::json()},
+                           {"class", cls}, {"why", note}};
+  writer_->push(EventRecord{ctx_.run_id, unix_now(), "model_switch", safe_dump(detail)});
+  if (next) {
+    spdlog::warn("model {} exhausted ({}): switching to {} ({})", ctx_.models[from], cls, ctx_.models[*next], note);
+    dispatcher_->switch_to(*next);
+  } else {
+    spdlog::error("model {} exhausted ({}) and no model is left: stopping; unfinished tasks stay pending",
+                  ctx_.models[from], cls);
+    dispatcher_->no_model_left();
   }
 }
 
@@ -331,6 +339,10 @@ RunReport Run::execute() {
       wake_all();
     }
     if (now >= grace_end) cancelling = true;
+    if (!cancelling && dispatcher_->models_exhausted()) {
+      cancelling = true;  // no model left: stop at once; what is in flight goes back to pending
+      wake_all();
+    }
     if (cancelling) http_->cancel_all();
     if (now >= hard_end) {
       // A worker stuck in the suite's own Lua (request or check) cannot be

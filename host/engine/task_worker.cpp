@@ -255,6 +255,24 @@ AttemptOutcome TaskWorker::judge(TaskRuntime& task, const HttpResponse& r) {
   }
   rec.decision = std::string(to_string(decision.action));
   rec.error_code = decision.code.empty() ? upper(cls) : decision.code;
+  if (decision.action == Decision::Action::retry) {
+    // Retries always end, whatever the policy says: the same error over and
+    // over is poison, and no task gets more than kMaxAttemptsPerRun.
+    int n = suite.retry.poison_after;
+    const auto& h = task.history;
+    bool same = h.size() >= static_cast<size_t>(n) &&
+                std::all_of(h.end() - n, h.end(), [&](const HistoryEntry& e) {
+                  return e.cls == h.back().cls && e.status == h.back().status && e.code == h.back().code;
+                });
+    if (same || task.attempts_run >= kMaxAttemptsPerRun) {
+      decision.action = Decision::Action::fail;
+      rec.decision = "fail";
+      rec.error_code = same ? "POISONED" : "RETRY_LIMIT";
+      rec.error_message = (same ? "the same error " + std::to_string(n) + " times in a row: "
+                                : std::to_string(kMaxAttemptsPerRun) + " attempts in one run: ") +
+                          rec.error_message;
+    }
+  }
   switch (decision.action) {
     case Decision::Action::retry:
       rec.task_state = TaskState::pending;
@@ -289,6 +307,40 @@ void TaskWorker::scrub_secrets(std::string& text) const {
       text.replace(at, secret.size(), "[redacted]");
     }
   }
+}
+
+std::optional<uint32_t> TaskWorker::choose_next_model(uint32_t current, const std::vector<uint32_t>& exhausted,
+                                                      const std::string& cls, std::string& note) {
+  const auto& models = ctx_.models;
+  std::vector<bool> used(models.size(), false);
+  std::vector<std::string> exhausted_names;
+  for (uint32_t m : exhausted) {
+    used[m] = true;
+    exhausted_names.push_back(models[m]);
+  }
+  used[current] = true;
+  SwitchInput in{models[current], &models, &exhausted_names, cls};
+  std::string chosen;
+  LuaFailure failure;
+  if (policies_->next_model(in, chosen, failure)) {
+    if (chosen.empty()) {
+      note = "switch.lua: no model left";
+      return std::nullopt;
+    }
+    auto it = std::find(models.begin(), models.end(), chosen);
+    if (it != models.end() && !used[static_cast<size_t>(it - models.begin())]) {
+      note = "switch.lua chose it";
+      return static_cast<uint32_t>(it - models.begin());
+    }
+    note = "switch.lua answered '" + chosen + "', which is not an unused model of the suite; took the next in order";
+  } else {
+    note = "switch.lua failed (" + failure.describe() + "); took the next in order";
+  }
+  for (uint32_t step = 1; step <= models.size(); ++step) {
+    uint32_t m = static_cast<uint32_t>((current + step) % models.size());
+    if (!used[m]) return m;
+  }
+  return std::nullopt;
 }
 
 AttemptRecord TaskWorker::unsent_failure(TaskRuntime& task, const std::string& code, const std::string& message) {

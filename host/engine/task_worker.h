@@ -2,6 +2,7 @@
 // One worker thread's Lua state: the suite (request, check) and the policies
 // (classify, decide). Builds requests and judges answers.
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "engine/dispatcher.h"
@@ -12,6 +13,9 @@
 #include "store/records.h"
 
 namespace shepherd {
+
+// No task is attempted more often than this in one run, whatever retry.lua says.
+inline constexpr int kMaxAttemptsPerRun = 100;
 
 struct AttemptOutcome {
   enum class Kind { done, retry, fail, switch_model } kind = Kind::fail;
@@ -32,6 +36,12 @@ class TaskWorker {
 
   // Classifies the answer and decides what follows; updates the task's history.
   AttemptOutcome judge(TaskRuntime& task, const HttpResponse& response);
+
+  // Asks switch.lua for the model after `current`. An answer that is not a
+  // candidate, or already exhausted, or a policy error falls back to the next
+  // unexhausted model in the suite's order; `note` says what happened.
+  std::optional<uint32_t> choose_next_model(uint32_t current, const std::vector<uint32_t>& exhausted,
+                                            const std::string& cls, std::string& note);
 
   // The record of an attempt that never reached the network.
   AttemptRecord unsent_failure(TaskRuntime& task, const std::string& code, const std::string& message);

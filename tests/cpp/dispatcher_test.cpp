@@ -224,7 +224,7 @@ TEST(Dispatcher, StopDispatching) {
   EXPECT_TRUE(r.idle());
 }
 
-TEST(Dispatcher, ExhaustModelMovesResourceTasksToTheNextModel) {
+TEST(Dispatcher, ExhaustModelHandsTheChoiceToOneCallerThenSwitches) {
   Dispatcher d(pool_for(3, 1), 0);
   uint32_t a = d.add_task(task("a", -1));
   uint32_t b = d.add_task(task("b", -1));
@@ -236,11 +236,13 @@ TEST(Dispatcher, ExhaustModelMovesResourceTasksToTheNextModel) {
   EXPECT_EQ(first[0].task, a);
   EXPECT_EQ(first[0].model, 0u);
   d.release(first[0].slot);
-  EXPECT_TRUE(d.exhaust_model(0, a, 3));
-  EXPECT_EQ(d.current_model(), 1u);
-  EXPECT_FALSE(d.models_exhausted());
+  EXPECT_TRUE(d.exhaust_model(0, a));  // this caller chooses the next model
+  EXPECT_TRUE(take(d, now, 100).empty()) << "no resource task goes out while the next model is chosen";
   EXPECT_EQ(d.counters().in_flight, 0u);
   EXPECT_EQ(d.counters().waiting, 2u);
+  d.switch_to(1);
+  EXPECT_EQ(d.current_model(), 1u);
+  EXPECT_FALSE(d.models_exhausted());
 
   auto second = take(d, now, 100);
   ASSERT_EQ(second.size(), 1u);
@@ -248,14 +250,9 @@ TEST(Dispatcher, ExhaustModelMovesResourceTasksToTheNextModel) {
   EXPECT_EQ(second[0].model, 1u);
   EXPECT_EQ(d.task(a).attempt_model, 1u);
   d.release(second[0].slot);
-  EXPECT_TRUE(d.exhaust_model(1, a, 3));
-  EXPECT_EQ(d.current_model(), 2u);
-
-  auto third = take(d, now, 100);
-  ASSERT_EQ(third.size(), 1u);
-  EXPECT_EQ(third[0].model, 2u);
-  d.release(third[0].slot);
-  EXPECT_FALSE(d.exhaust_model(2, third[0].task, 3));  // none left
+  EXPECT_TRUE(d.exhaust_model(1, a));
+  EXPECT_EQ(d.exhausted_models(), (std::vector<uint32_t>{0, 1}));
+  d.no_model_left();
   EXPECT_TRUE(d.models_exhausted());
   EXPECT_TRUE(d.stopping());
   EXPECT_TRUE(take(d, now, 100).empty());
@@ -264,24 +261,23 @@ TEST(Dispatcher, ExhaustModelMovesResourceTasksToTheNextModel) {
   (void)b;
 }
 
-TEST(Dispatcher, ExhaustedModelsAreNeverReused) {
-  Dispatcher d(pool_for(3, 1), 0);
+TEST(Dispatcher, OnlyOneCallerChoosesAndStaleExhaustionsDoNot) {
+  Dispatcher d(pool_for(3, 2), 0);
   uint32_t a = d.add_task(task("a", -1));
   uint32_t b = d.add_task(task("b", -1));
   TimePoint now = SteadyClock::now();
-  auto first = take(d, now, 100);
-  ASSERT_EQ(first.size(), 1u);
-  d.release(first[0].slot);
-  // Model 1 was found used up first (say by a task sent before a switch):
-  // the current model stays, but 1 is skipped when 0 runs out.
-  EXPECT_TRUE(d.exhaust_model(1, a, 3));
-  EXPECT_EQ(d.current_model(), 0u);
-  auto again = take(d, now, 100);
-  ASSERT_EQ(again.size(), 1u);
-  d.release(again[0].slot);
-  EXPECT_TRUE(d.exhaust_model(0, again[0].task, 3));
+  auto both = take(d, now, 100);
+  ASSERT_EQ(both.size(), 2u);
+  for (const auto& l : both) d.release(l.slot);
+  EXPECT_TRUE(d.exhaust_model(0, a));
+  EXPECT_FALSE(d.exhaust_model(0, b)) << "the second answer from model 0 does not choose again";
+  d.switch_to(2);
+  // An answer from a model already left behind changes nothing.
+  auto next = take(d, now, 100);
+  ASSERT_EQ(next.size(), 2u);
+  d.release(next[0].slot);
+  EXPECT_FALSE(d.exhaust_model(0, next[0].task));
   EXPECT_EQ(d.current_model(), 2u);
-  (void)b;
 }
 
 TEST(Dispatcher, DimensionTasksKeepTheirModel) {
