@@ -3,7 +3,7 @@
 #include <string>
 #include <vector>
 
-#include "policy/policy_sources.h"
+#include "policy/policy_registry.h"
 #include "suite/matrix.h"
 #include "suite/suite.h"
 
@@ -19,7 +19,7 @@ struct KeyBinding {  // by key-pool key index
 struct RunContext {
   const Suite* suite = nullptr;
   const Matrix* matrix = nullptr;
-  PolicySources policies;
+  PolicyRegistry* policies = nullptr;  // the set in force; replaced by hot reloads
   std::vector<KeyBinding> keys;
   std::vector<uint32_t> slot_key;   // key-pool slot -> key index
   std::vector<std::string> models;  // model index -> name

@@ -18,6 +18,7 @@
 #include "engine/run_context.h"
 #include "engine/task_worker.h"
 #include "http/http_client.h"
+#include "policy/policy_watcher.h"
 #include "store/store.h"
 #include "store/store_lock.h"
 #include "store/writer.h"
@@ -54,6 +55,7 @@ class Run {
   void worker_loop(TaskWorker& worker);
   void handle(TaskWorker& worker, HttpResponse& response);
   void launch(TaskWorker& worker);
+  void watch_policies(PolicyWatcher& watcher, bool forced);
   void switch_model(TaskWorker& worker, uint32_t from, uint32_t task, const std::string& cls);
   void wake_all();
   void close_queue();  // every worker returns
@@ -62,6 +64,7 @@ class Run {
   const RunOptions& options_;
   Matrix matrix_;
   RunContext ctx_;
+  std::unique_ptr<PolicyRegistry> registry_;
   std::unique_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<Writer> writer_;
   std::unique_ptr<HttpClient> http_;
@@ -117,6 +120,23 @@ void Run::plan(Store& store) {
     dispatcher_->add_task(std::move(t));
   }
   dispatcher_->count_finished_before(done, failed);
+}
+
+void Run::watch_policies(PolicyWatcher& watcher, bool forced) {
+  PolicyWatcher::Result r = watcher.poll(forced);
+  if (r.kind == PolicyWatcher::Result::Kind::reloaded) {
+    std::string changed;
+    for (const auto& kind : r.changed) changed += (changed.empty() ? "" : ", ") + kind;
+    spdlog::warn("policies reloaded: version {} ({} changed)", r.version, changed.empty() ? "none" : changed);
+    writer_->push(EventRecord{ctx_.run_id, unix_now(), "policy_reload",
+                              safe_dump({{"version", r.version}, {"changed", r.changed}, {"forced", forced}})});
+  } else if (r.kind == PolicyWatcher::Result::Kind::rejected) {
+    const Error& e = *r.error;
+    spdlog::error("{}: {} (the policies in force stay)", e.code(), e.what());
+    nlohmann::json detail = e.to_json();
+    detail["kept"] = registry_->current()->version;
+    writer_->push(EventRecord{ctx_.run_id, unix_now(), "policy_load_failed", safe_dump(detail)});
+  }
 }
 
 void Run::wake_all() {
@@ -256,18 +276,31 @@ void Run::worker_loop(TaskWorker& worker) {
 }
 
 RunReport Run::execute() {
+  // SIGHUP asks for a policy reload: held from the start, so one sent while
+  // the run is still planning waits for the loop instead of ending the run.
+  sigset_t hangup;
+  sigemptyset(&hangup);
+  sigaddset(&hangup, SIGHUP);
+  sigset_t previous;
+  pthread_sigmask(SIG_BLOCK, &hangup, &previous);
+  struct RestoreMask {
+    sigset_t mask;
+    ~RestoreMask() { pthread_sigmask(SIG_SETMASK, &mask, nullptr); }
+  } restore{previous};
+
   RunReport report;
   report.db_path = options_.db_path;
   StoreLock lock(options_.db_path);
   Store store(options_.db_path, Store::Mode::read_write);
   ctx_.suite = &suite_;
   ctx_.matrix = &matrix_;
-  ctx_.policies = PolicySources::for_suite(suite_);
+  registry_ = std::make_unique<PolicyRegistry>(PolicySources::for_suite(suite_));
+  ctx_.policies = registry_.get();
+  const std::string first_version = registry_->current()->version;
   for (const auto& p : suite_.providers)
     for (const auto& k : p.keys) ctx_.secrets.push_back(k.value);
 
-  RunInfo info{suite_.name, suite_.path, hostname(), static_cast<int>(getpid()), suite_.config_hash,
-               ctx_.policies.version};
+  RunInfo info{suite_.name, suite_.path, hostname(), static_cast<int>(getpid()), suite_.config_hash, first_version};
   ctx_.run_id = report.run_id = store.begin_run(info);
   fs::path log_dir = fs::absolute(options_.db_path).parent_path() / "logs";
   report.log_path = open_run_log(log_dir.string(), suite_.name, report.run_id);
@@ -275,22 +308,18 @@ RunReport Run::execute() {
   auto counters = dispatcher_->counters();
   spdlog::info("run {} of suite {} ({}): {} tasks, {} already done, {} failed; policies {}; store {}",
                report.run_id, suite_.name, suite_.path, counters.total, counters.done, counters.failed,
-               ctx_.policies.version, options_.db_path);
+               first_version, options_.db_path);
 
   // Every Lua state is built here, so a broken policy stops the run before it starts.
   std::vector<std::unique_ptr<TaskWorker>> workers;
   for (int i = 0; i < std::max(1, options_.workers); ++i) workers.push_back(std::make_unique<TaskWorker>(ctx_));
 
-  // From here on signals are taken by this loop: every thread started below
-  // inherits the mask. Before, a signal simply ends the process (nothing is
-  // in flight, every transaction is whole).
+  // From here on SIGINT and SIGTERM are taken by this loop: every thread
+  // started below inherits the mask. Before, they simply end the process
+  // (nothing is in flight, every transaction is whole).
   sigset_t signals = termination_signals();
-  sigset_t previous;
-  pthread_sigmask(SIG_BLOCK, &signals, &previous);
-  struct RestoreMask {
-    sigset_t mask;
-    ~RestoreMask() { pthread_sigmask(SIG_SETMASK, &mask, nullptr); }
-  } restore{previous};
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   writer_ = std::make_unique<Writer>(options_.db_path);
   http_ = std::make_unique<HttpClient>(HttpClientOptions{}, [this](std::vector<HttpResponse>&& done) {
@@ -306,6 +335,7 @@ RunReport Run::execute() {
   for (auto& w : workers) threads.emplace_back([this, &w] { worker_loop(*w); });
 
   Progress progress(suite_.name, options_.live_progress);
+  PolicyWatcher watcher(*registry_, suite_);
   TimePoint grace_end = TimePoint::max();
   TimePoint hard_end = TimePoint::max();
   bool cancelling = false;  // re-cancel every tick: a worker may submit just after a cancel
@@ -332,6 +362,7 @@ RunReport Run::execute() {
         std::_Exit(kExitStoppedEarly);  // third signal: committed work is safe, nothing else matters
       }
     }
+    watch_policies(watcher, sig == SIGHUP);
     if (!store_failure && (store_failure = writer_->failure())) {
       spdlog::error("{}: stopping the run", store_failure->what());
       dispatcher_->stop_dispatching();

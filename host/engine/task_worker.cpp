@@ -1,5 +1,7 @@
 #include "engine/task_worker.h"
 
+#include <spdlog/spdlog.h>
+
 #include "core/clock.h"
 #include "core/error.h"
 #include "engine/response_parser.h"
@@ -39,7 +41,23 @@ TaskWorker::TaskWorker(const RunContext& ctx) : ctx_(ctx) {
   push_suite_table(lua_, ctx.suite->path, ctx.suite->dir, ctx.suite->source);
   suite_ref_ = luaL_ref(lua_, LUA_REGISTRYINDEX);
   verify_matrix();
-  policies_ = std::make_unique<PolicySet>(lua_, ctx.policies, ctx.suite->retry);
+  policy_generation_ = ctx.policies->generation();
+  policies_ = std::make_unique<PolicySet>(lua_, *ctx.policies->current(), ctx.suite->retry, ctx.suite->maintain);
+}
+
+void TaskWorker::refresh_policies() {
+  uint64_t generation = ctx_.policies->generation();
+  if (generation == policy_generation_) return;
+  policy_generation_ = generation;
+  auto sources = ctx_.policies->current();
+  try {
+    // Fresh environments in this state; the old set decides until this succeeds.
+    auto fresh = std::make_unique<PolicySet>(lua_, *sources, ctx_.suite->retry, ctx_.suite->maintain);
+    policies_ = std::move(fresh);
+  } catch (const Error& e) {
+    spdlog::error("a worker could not load policies {} and keeps {}: {}", sources->version, policies_->version(),
+                  e.what());
+  }
 }
 
 void TaskWorker::verify_matrix() {
@@ -156,6 +174,7 @@ bool TaskWorker::run_check(const TaskRuntime& task, const ParsedResponse& parsed
 }
 
 AttemptOutcome TaskWorker::judge(TaskRuntime& task, const HttpResponse& r) {
+  refresh_policies();
   ParsedResponse parsed = parse_response(r);
   const std::string& requested = ctx_.models[task.attempt_model];
   const Suite& suite = *ctx_.suite;
@@ -311,6 +330,7 @@ void TaskWorker::scrub_secrets(std::string& text) const {
 
 std::optional<uint32_t> TaskWorker::choose_next_model(uint32_t current, const std::vector<uint32_t>& exhausted,
                                                       const std::string& cls, std::string& note) {
+  refresh_policies();
   const auto& models = ctx_.models;
   std::vector<bool> used(models.size(), false);
   std::vector<std::string> exhausted_names;

@@ -48,6 +48,7 @@ class TaskWorker {
 
  private:
   void verify_matrix();
+  void refresh_policies();  // a reload was published: build the new set here, between decisions
   void scrub_secrets(std::string& text) const;
   void push_cell(uint64_t ordinal);
   bool run_check(const TaskRuntime& task, const struct ParsedResponse& parsed, std::string& reason);
@@ -56,6 +57,7 @@ class TaskWorker {
   LuaState lua_;
   int suite_ref_ = LUA_NOREF;
   std::unique_ptr<PolicySet> policies_;
+  uint64_t policy_generation_ = 0;
 };
 
 }  // namespace shepherd

@@ -53,6 +53,10 @@ PolicySource* PolicySources::find(const std::string& kind) {
   return nullptr;
 }
 
+const PolicySource* PolicySources::find(const std::string& kind) const {
+  return const_cast<PolicySources*>(this)->find(kind);
+}
+
 std::vector<const PolicySource*> PolicySources::all() const { return {&classify, &retry, &switch_model, &retest}; }
 
 void PolicySources::update_version() {

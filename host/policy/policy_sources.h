@@ -29,6 +29,7 @@ struct PolicySources {
   PolicySources reread() const;
 
   PolicySource* find(const std::string& kind);
+  const PolicySource* find(const std::string& kind) const;
   std::vector<const PolicySource*> all() const;
   void update_version();
 };
