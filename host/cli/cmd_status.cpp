@@ -82,6 +82,20 @@ void print_table(const nlohmann::json& s, const std::vector<std::string>& by) {
   }
 }
 
+// Decisions per policy version: what each edit of the policies decided.
+void print_policy_versions(const nlohmann::json& versions) {
+  if (versions.size() < 2) return;  // one version: nothing to compare
+  std::printf("\npolicy version  attempts  decisions\n");
+  for (const auto& v : versions) {
+    std::string decisions;
+    for (const auto& [d, n] : v["decisions"].items()) {
+      decisions += (decisions.empty() ? "" : " ") + d + "=" + std::to_string(n.get<long long>());
+    }
+    std::printf("%-14s  %-8lld  %s\n", v["version"].get<std::string>().c_str(), v["attempts"].get<long long>(),
+                decisions.c_str());
+  }
+}
+
 }  // namespace
 
 int cmd_status(const GlobalOptions& g, const StatusArgs& a) {
@@ -91,12 +105,14 @@ int cmd_status(const GlobalOptions& g, const StatusArgs& a) {
   Store store(db, Store::Mode::read_only);
   store.limit_to(plan_cells(suite));  // the suite as it is now
   nlohmann::json s = store.status(suite.name, by);
+  s["policy_versions"] = store.policy_versions(suite.name);
   if (g.json) {
     s["store"] = db;
     std::cout << safe_dump(s) << std::endl;
   } else {
     std::printf("suite %s  store %s\n", suite.name.c_str(), db.c_str());
     print_table(s, by);
+    print_policy_versions(s["policy_versions"]);
   }
   return kExitOk;
 }

@@ -50,6 +50,32 @@ void make_interruptible(lua_State* L, int index) {
   luaJIT_setmode(L, index, LUAJIT_MODE_ALLFUNC | LUAJIT_MODE_OFF);
 }
 
+int interruptible_xpcall(lua_State* L) {
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  int nargs = lua_gettop(L) - 2;
+  lua_pushvalue(L, 2);
+  lua_insert(L, 1);  // handler, f, handler, args...
+  lua_remove(L, 3);  // handler, f, args...
+  int status = lua_pcall(L, nargs, LUA_MULTRET, 0);
+  if (status == 0) {
+    lua_pushboolean(L, 1);
+    lua_replace(L, 1);
+    return lua_gettop(L);
+  }
+  // handler, error. Like xpcall, out of memory skips the handler.
+  if (status != LUA_ERRMEM) {
+    lua_pushvalue(L, 1);
+    lua_insert(L, 2);  // handler, handler, error
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+      lua_pop(L, 1);
+      lua_pushliteral(L, "error in error handling");
+    }
+  }
+  lua_pushboolean(L, 0);
+  lua_replace(L, 1);
+  return 2;
+}
+
 CallLimit::CallLimit(lua_State* L, milliseconds budget)
     : L_(L),
       previous_hook_(lua_gethook(L)),

@@ -4,6 +4,12 @@
 // raises on every instruction until the guard goes away, so a pcall inside
 // the policy cannot swallow it: the first instruction after the pcall raises
 // again. Compiled traces never run hooks, hence make_interruptible.
+//
+// One escape remains that no hook can close: LuaJIT runs an xpcall handler
+// at the point of the error, before unwinding, and an error raised by a hook
+// leaves hooks disabled until then, so `xpcall(spin, spin)` would loop for
+// ever. Environments that run policy code must replace `xpcall` with
+// interruptible_xpcall below.
 #include <chrono>
 
 #include "lua/lua_state.h"
@@ -15,6 +21,12 @@ namespace shepherd {
 // so the interpreter runs them and count hooks fire. Call it on a freshly
 // loaded chunk, before it runs. Anything but a Lua function is left as is.
 void make_interruptible(lua_State* L, int index);
+
+// `xpcall(f, handler, ...)` for policy environments: the same results, but
+// the handler runs after the error has unwound to here, with hooks working.
+// Policies cannot tell the difference: without `debug` a handler cannot look
+// at the stack it would otherwise have run on.
+int interruptible_xpcall(lua_State* L);
 
 // From construction to destruction, Lua code on `L` that runs past `budget`
 // fails with "<file>:<line>: policy exceeded its time limit of <n> ms".

@@ -269,6 +269,33 @@ nlohmann::json Store::status(const std::string& suite, const std::vector<std::st
   });
 }
 
+nlohmann::json Store::policy_versions(const std::string& suite) {
+  return details::guard(codes::IO_ERROR, db_->getFilename(), "policy versions", [&] {
+    SQLite::Statement query(*db_,
+                            "SELECT a.policy_version, a.decision, a.class, count(*), min(a.id) AS first "
+                            "FROM attempts a JOIN tasks t ON t.id = a.task WHERE t.suite = ? "
+                            "GROUP BY a.policy_version, a.decision, a.class ORDER BY first");
+    query.bind(1, suite);
+    json out = json::array();
+    std::map<std::string, size_t> index;
+    while (query.executeStep()) {
+      std::string version = query.getColumn(0).isNull() ? "" : query.getColumn(0).getString();
+      auto [it, fresh] = index.emplace(version, out.size());
+      if (fresh) {
+        out.push_back({{"version", version}, {"attempts", 0}, {"decisions", json::object()}, {"classes", json::object()}});
+      }
+      json& entry = out[it->second];
+      const int64_t n = query.getColumn(3).getInt64();
+      std::string decision = query.getColumn(1).isNull() ? "unknown" : query.getColumn(1).getString();
+      std::string cls = query.getColumn(2).isNull() ? "unknown" : query.getColumn(2).getString();
+      entry["attempts"] = entry["attempts"].get<int64_t>() + n;
+      entry["decisions"][decision] = entry["decisions"].value(decision, int64_t{0}) + n;
+      entry["classes"][cls] = entry["classes"].value(cls, int64_t{0}) + n;
+    }
+    return out;
+  });
+}
+
 void Store::export_tasks(const std::string& suite,
                          const std::function<void(const ExportRow&)>& sink) {
   details::guard(codes::IO_ERROR, db_->getFilename(), "export", [&] {

@@ -63,6 +63,10 @@ class Store {
 
   void export_tasks(const std::string& suite, const std::function<void(const ExportRow&)>& sink);
 
+  // Attempts per policy version, oldest version first:
+  // [{"version","attempts","decisions":{decision:n},"classes":{class:n}}].
+  nlohmann::json policy_versions(const std::string& suite);
+
   // All events, oldest first, as {"run","at","kind","detail"}.
   nlohmann::json events(const std::string& suite);
 

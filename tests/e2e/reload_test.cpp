@@ -77,4 +77,14 @@ TEST(Reload, EditsTakeEffectBrokenEditsAreRefusedSighupForces) {
   // Every attempt records the version that decided it: three versions here.
   EXPECT_EQ(query(db, "SELECT count(DISTINCT policy_version) FROM attempts"), "3");
   EXPECT_EQ(query(db, "SELECT count(DISTINCT error_code) FROM attempts GROUP BY policy_version ORDER BY 1 DESC LIMIT 1"), "1");
+  // status breaks the decisions down by policy version.
+  auto st = nlohmann::json::parse(shepherd({"status", suite, "--json"}).out);
+  ASSERT_EQ(st["policy_versions"].size(), 3u);
+  int attempts = 0;
+  for (const auto& v : st["policy_versions"]) {
+    attempts += v["attempts"].get<int>();
+    EXPECT_EQ(v["decisions"]["fail"], v["attempts"]);
+    EXPECT_EQ(v["classes"]["server_error"], v["attempts"]);
+  }
+  EXPECT_EQ(attempts, 700);
 }
