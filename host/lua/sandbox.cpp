@@ -148,6 +148,10 @@ void push_sandbox_env(lua_State* L) {
     lua_setfield(L, -2, name);
   }
   copy_library(L, "string");
+  lua_getfield(L, -1, "string");
+  lua_pushnil(L);
+  lua_setfield(L, -2, "dump");  // bytecode out is the first half of bytecode in
+  lua_pop(L, 1);
   copy_library(L, "table");
   copy_library(L, "math");
   static const char* const os_allowed[] = {"time", "clock", "date"};
