@@ -6,12 +6,17 @@
 #include "core/error.h"
 #include "engine/response_parser.h"
 #include "lua/api.h"
+#include "lua/call_limit.h"
 #include "lua/lua_call.h"
 #include "lua/lua_json.h"
 
 namespace shepherd {
 
 namespace {
+
+// The suite's own request() and check() may do real work (read a file, score
+// an answer), but one stuck forever must not hold a worker forever.
+constexpr std::chrono::milliseconds kSuiteCallBudget{10'000};
 
 std::string upper(std::string s) {
   for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
@@ -38,7 +43,7 @@ std::string describe(const std::string& cls, const HttpResponse& r, const Parsed
 
 TaskWorker::TaskWorker(const RunContext& ctx) : ctx_(ctx) {
   register_shepherd_api(lua_);
-  push_suite_table(lua_, ctx.suite->path, ctx.suite->dir, ctx.suite->source);
+  push_suite_table(lua_, ctx.suite->path, ctx.suite->dir, ctx.suite->source, true);
   suite_ref_ = luaL_ref(lua_, LUA_REGISTRYINDEX);
   verify_matrix();
   policy_generation_ = ctx.policies->generation();
@@ -110,6 +115,7 @@ bool TaskWorker::build_request(uint32_t task_index, const TaskRuntime& task, Htt
   lua_getfield(lua_, -1, "request");
   push_cell(task.ordinal);
   LuaFailure failure;
+  CallLimit limit(lua_, kSuiteCallBudget);
   if (!protected_call(lua_, 1, 1, failure)) {
     error = "request(cell) raised: " + failure.describe();
     return false;
@@ -164,6 +170,7 @@ bool TaskWorker::run_check(const TaskRuntime& task, const ParsedResponse& parsed
     lua_setfield(lua_, -2, "usage");
   }
   LuaFailure failure;
+  CallLimit limit(lua_, kSuiteCallBudget);
   if (!protected_call(lua_, 2, 2, failure)) {
     reason = "check raised: " + failure.describe();
     return false;

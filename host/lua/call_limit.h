@@ -39,6 +39,7 @@ int interruptible_xpcall(lua_State* L);
 //   every binding does with its C++ objects.
 // - Code is stopped only between VM instructions: a long-running C function
 //   (a huge string.rep, a pathological pattern) finishes first.
+// - Any other hook on the state is suspended for the guard's life, then put back.
 // - No allocation: the hook finds the guard through a light userdata in the
 //   registry, so it is neither copyable nor movable.
 class CallLimit {

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "core/resources.h"
+#include "lua/call_limit.h"
 #include "lua/lua_call.h"
 
 namespace shepherd {
@@ -96,7 +97,10 @@ bool push_module_chunk(lua_State* L, const char* name) {
     std::replace(module_path.begin(), module_path.end(), '.', '/');
     Resource module = load_resource("lua/" + module_path + ".lua");
     LuaFailure failure;
-    if (load_chunk(L, module.content, module.name, failure)) return true;
+    if (load_chunk(L, module.content, module.name, failure)) {
+      make_interruptible(L, -1);  // its functions run under the policies' time limit too
+      return true;
+    }
     message = failure.describe();
   } catch (const std::exception&) {
     message = std::string("module '") + name + "' not found";
@@ -162,6 +166,10 @@ void push_sandbox_env(lua_State* L) {
   lua_setfield(L, -2, "shepherd");
   lua_pushcfunction(L, safe_getmetatable);
   lua_setfield(L, -2, "getmetatable");
+  // LuaJIT runs an xpcall handler before unwinding, where no hook fires: a
+  // looping handler would escape the time limit.
+  lua_pushcfunction(L, interruptible_xpcall);
+  lua_setfield(L, -2, "xpcall");
   lua_pushcfunction(L, sandbox_require);
   lua_setfield(L, -2, "require");
 

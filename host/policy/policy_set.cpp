@@ -4,6 +4,7 @@
 #include <tuple>
 
 #include "core/error.h"
+#include "lua/call_limit.h"
 #include "lua/lua_json.h"
 #include "lua/sandbox.h"
 
@@ -28,6 +29,10 @@ struct PolicySet::LazyBox {
 namespace {
 
 constexpr size_t kRawLimit = 4096;
+// A policy call takes about a microsecond: one that runs this long is stuck.
+constexpr std::chrono::milliseconds kCallBudget{250};
+// Loading a file (and its selftest) may do more.
+constexpr std::chrono::milliseconds kLoadBudget{2000};
 constexpr long kMaxDelayMs = 86'400'000;  // a day: longer is a policy bug, and overflows clocks
 
 void set_string(lua_State* L, const char* field, std::string_view value) {
@@ -109,9 +114,10 @@ int PolicySet::load_module(const PolicySource& src, const char* function) {
                  {{"file", src.chunk_name}, {"line", line}, {"policy", src.kind}});
   };
   if (!load_chunk(L_, src.text, src.chunk_name, failure)) throw fail(failure.message, failure.line);
+  make_interruptible(L_, -1);  // compiled traces would skip the time limit's hook
   push_sandbox_env(L_);
   lua_setfenv(L_, -2);
-  if (!protected_call(L_, 0, 1, failure)) throw fail(failure.message, failure.line);
+  if (!limited_call(0, 1, failure, kLoadBudget)) throw fail(failure.message, failure.line);
   if (!lua_istable(L_, -1)) {
     throw fail(std::string("a policy must return a table of functions, got ") + luaL_typename(L_, -1), 0);
   }
@@ -135,13 +141,18 @@ int PolicySet::load_module(const PolicySource& src, const char* function) {
   if (!version_ok) throw fail("'version' must be a string or a number", 0);
   lua_getfield(L_, -1, "selftest");
   if (lua_isfunction(L_, -1)) {
-    if (!protected_call(L_, 0, 0, failure)) {
+    if (!limited_call(0, 0, failure, kLoadBudget)) {
       throw fail("selftest() failed: " + failure.message, failure.line);
     }
   } else {
     lua_pop(L_, 1);
   }
   return luaL_ref(L_, LUA_REGISTRYINDEX);
+}
+
+bool PolicySet::limited_call(int nargs, int nresults, LuaFailure& failure, std::chrono::milliseconds budget) {
+  CallLimit limit(L_, budget);
+  return protected_call(L_, nargs, nresults, failure);
 }
 
 bool PolicySet::classify(const OutcomeView& o, std::string& cls, LuaFailure& failure) {
@@ -175,7 +186,7 @@ bool PolicySet::classify(const OutcomeView& o, std::string& cls, LuaFailure& fai
 
   box_->current = &o;
   box_->table = lua_topointer(L_, -1);
-  bool ok = protected_call(L_, 1, 1, failure);
+  bool ok = limited_call(1, 1, failure, kCallBudget);
   box_->current = nullptr;
   box_->table = nullptr;
   if (!ok) return false;
@@ -226,7 +237,7 @@ bool PolicySet::decide(const DecideInput& in, Decision& decision, LuaFailure& fa
   lua_setfield(L_, -2, "status");
   set_string(L_, "error_code", in.error_code);
 
-  if (!protected_call(L_, 1, 1, failure)) return false;
+  if (!limited_call(1, 1, failure, kCallBudget)) return false;
   auto shape_error = [&](const std::string& why) {
     failure = LuaFailure{"decide " + why, "", 0, ""};
     return false;
@@ -283,7 +294,7 @@ bool PolicySet::next_model(const SwitchInput& in, std::string& model, LuaFailure
   lua_setfield(L_, -2, "exhausted");
   lua_rawgeti(L_, LUA_REGISTRYINDEX, maintain_ref_);
   lua_setfield(L_, -2, "config");
-  if (!protected_call(L_, 1, 1, failure)) return false;
+  if (!limited_call(1, 1, failure, kCallBudget)) return false;
   if (lua_isnil(L_, -1)) {
     model.clear();
     return true;
@@ -303,7 +314,7 @@ bool PolicySet::select(const nlohmann::json& stats, nlohmann::json& selection, L
   lua_getfield(L_, -1, "select");
   push_json(L_, stats);
   lua_rawgeti(L_, LUA_REGISTRYINDEX, maintain_ref_);
-  if (!protected_call(L_, 2, 1, failure)) return false;
+  if (!limited_call(2, 1, failure, kCallBudget)) return false;
   std::string error;
   nlohmann::json out;
   auto shape_error = [&](const std::string& why) {

@@ -1,6 +1,7 @@
 #pragma once
 // The policies loaded into one Lua state (one per worker thread): each file
 // in a sandbox of its own, its shape checked at load.
+#include <chrono>
 #include <string>
 
 #include "lua/lua_call.h"
@@ -34,6 +35,8 @@ class PolicySet {
 
  private:
   int load_module(const PolicySource& src, const char* function);
+  // protected_call under a time limit: a runaway policy fails, it never hangs the run.
+  bool limited_call(int nargs, int nresults, LuaFailure& failure, std::chrono::milliseconds budget);
   void release();
 
   lua_State* L_;

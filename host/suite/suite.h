@@ -103,7 +103,8 @@ Suite load_suite(const std::string& path, const SuiteLoadOptions& options = {});
 
 // Runs `source` as a suite chunk in L and leaves the returned table on the stack.
 // Used by load_suite and by every worker's Lua state. Throws like load_suite.
+// `interruptible`: its functions run without the JIT, so a CallLimit can stop them.
 void push_suite_table(lua_State* L, const std::string& path, const std::string& dir,
-                      const std::string& source);
+                      const std::string& source, bool interruptible = false);
 
 }  // namespace shepherd

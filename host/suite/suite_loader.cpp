@@ -11,6 +11,7 @@
 #include "core/resources.h"
 #include "core/text.h"
 #include "lua/api.h"
+#include "lua/call_limit.h"
 #include "lua/lua_call.h"
 #include "lua/lua_json.h"
 #include "suite/field_lines.h"
@@ -365,7 +366,8 @@ void read_policies(const SuiteReader& r, lua_State* L, int idx, Suite& suite) {
 
 }  // namespace
 
-void push_suite_table(lua_State* L, const std::string& path, const std::string& dir, const std::string& source) {
+void push_suite_table(lua_State* L, const std::string& path, const std::string& dir, const std::string& source,
+                      bool interruptible) {
   // The suite's own modules resolve beside it.
   lua_getglobal(L, "package");
   lua_pushstring(L, (dir + "/?.lua;" + dir + "/?/init.lua").c_str());
@@ -383,6 +385,7 @@ void push_suite_table(lua_State* L, const std::string& path, const std::string& 
     throw Error(codes::SUITE_SYNTAX, failure.describe(), Stage::config,
                 {{"file", path}, {"line", failure.line}});
   }
+  if (interruptible) make_interruptible(L, -1);
   if (!protected_call(L, 0, 1, failure)) {
     throw Error(codes::SUITE_INVALID, failure.describe(), Stage::config,
                 {{"file", failure.file.empty() ? path : failure.file}, {"line", failure.line}});

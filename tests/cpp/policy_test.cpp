@@ -24,6 +24,7 @@
 #include "lua/lua_json.h"
 #include "policy/policy_set.h"
 #include "policy/policy_sources.h"
+#include "policy/policy_watcher.h"
 #include "suite/suite.h"
 
 namespace shepherd {
@@ -746,6 +747,136 @@ TEST(PolicyCallErrors, DecideFailures) {
   Decision f = decide(set, fail_in);
   EXPECT_EQ(f.action, Decision::Action::fail);
   EXPECT_EQ(f.code, "");
+}
+
+}  // namespace
+}  // namespace shepherd
+
+// ------------------------------------------------ switch, retest, and a real hot reload
+
+namespace shepherd {
+namespace {
+
+MaintainConfig maintain_config(const json& overrides) {
+  MaintainConfig m;
+  if (!overrides.is_object()) return m;
+  m.minimum_completion_rate = overrides.value("minimum_completion_rate", m.minimum_completion_rate);
+  m.maximum_failure_rate = overrides.value("maximum_failure_rate", m.maximum_failure_rate);
+  // An empty Lua table arrives as {}: an empty list.
+  auto list = [&](const char* key) {
+    json v = overrides.value(key, json::array());
+    return v.is_array() ? v.get<std::vector<std::string>>() : std::vector<std::string>{};
+  };
+  m.priority_models = list("priority_models");
+  m.skip_models = list("skip_models");
+  m.cooldown_hours = overrides.value("cooldown_hours", m.cooldown_hours);
+  m.batch_size = overrides.value("batch_size", m.batch_size);
+  return m;
+}
+
+void check_switch_cases(lua_State* L, const PolicySources& sources, const json& cases, const char* pass) {
+  for (const auto& c : cases) {
+    SCOPED_TRACE(std::string(pass) + ": " + c.value("name", "?"));
+    const json& in = c.at("input");
+    PolicySet set(L, sources, RetryConfig{}, maintain_config(in.value("config", json::object())));
+    std::vector<std::string> candidates = in.at("candidates").get<std::vector<std::string>>();
+    std::vector<std::string> exhausted;
+    if (in.at("exhausted").is_object())
+      for (const auto& [model, used] : in.at("exhausted").items()) exhausted.push_back(model);
+    std::string current = in.at("current").get<std::string>();
+    std::string cls = in.at("class").get<std::string>();
+    SwitchInput input{current, &candidates, &exhausted, cls};
+    std::string model;
+    LuaFailure failure;
+    ASSERT_TRUE(set.next_model(input, model, failure)) << failure.describe();
+    EXPECT_EQ(model.empty() ? "none" : model, c.at("expect").get<std::string>());
+  }
+}
+
+void check_retest_cases(lua_State* L, const PolicySources& sources, const json& cases, const char* pass) {
+  for (const auto& c : cases) {
+    SCOPED_TRACE(std::string(pass) + ": " + c.value("name", "?"));
+    PolicySet set(L, sources, RetryConfig{}, maintain_config(c.value("config", json::object())));
+    json selection;
+    LuaFailure failure;
+    json stats = c.at("stats");
+    if (stats.is_object() && stats.empty()) stats = json::array();
+    ASSERT_TRUE(set.select(stats, selection, failure)) << failure.describe();
+    json expect = c.at("expect");
+    if (expect.is_object() && expect.empty()) expect = json::array();
+    ASSERT_EQ(selection.size(), expect.size()) << selection.dump();
+    for (size_t i = 0; i < expect.size(); ++i) {
+      EXPECT_EQ(selection[i]["group"], expect[i]["group"]) << selection.dump();
+      EXPECT_EQ(selection[i]["priority"], expect[i]["priority"]) << selection.dump();
+    }
+    std::string reasons;
+    for (const auto& s : selection) reasons += s["reason"].get<std::string>() + " | ";
+    for (const auto& word : c.value("mentions", json::array())) {
+      EXPECT_NE(reasons.find(word.get<std::string>()), std::string::npos) << reasons;
+    }
+  }
+}
+
+// The packaged policies as suite overrides in a temp dir, edited on disk and
+// picked up by the real watcher: the set a run would use after a hot reload.
+struct ReloadedPolicies {
+  std::string dir;
+  Suite suite;
+  std::unique_ptr<PolicyRegistry> registry;
+
+  ReloadedPolicies() {
+    char tmpl[] = "/tmp/shepherd-reload-XXXXXX";
+    dir = mkdtemp(tmpl);
+    for (const char* kind : kPolicyKinds) {
+      std::string path = dir + "/" + kind + ".lua";
+      std::ofstream(path) << load_resource(std::string("policies/") + kind + ".lua").content;
+      suite.policies.overrides[kind] = path;
+    }
+    registry = std::make_unique<PolicyRegistry>(PolicySources::for_suite(suite));
+    PolicyWatcher watcher(*registry, suite);
+    std::string before = registry->current()->version;
+    for (const char* kind : kPolicyKinds) {
+      std::ofstream(dir + "/" + kind + ".lua", std::ios::app) << "\n-- edited while the run goes on\n";
+    }
+    auto result = watcher.poll(true);
+    EXPECT_EQ(result.kind, PolicyWatcher::Result::Kind::reloaded);
+    EXPECT_EQ(result.changed.size(), 4u);
+    EXPECT_NE(registry->current()->version, before);
+  }
+  ~ReloadedPolicies() { std::filesystem::remove_all(dir); }
+};
+
+TEST(PolicyCases, Switch) {
+  json cases = load_cases("switch_cases.lua");
+  ASSERT_GE(cases.size(), 10u);
+  WorkerState w;
+  check_switch_cases(w.L, packaged(), cases, "fresh load");
+  ReloadedPolicies reloaded;
+  check_switch_cases(w.L, *reloaded.registry->current(), cases, "after hot reload");
+}
+
+TEST(PolicyCases, Retest) {
+  json cases = load_cases("retest_cases.lua");
+  ASSERT_GE(cases.size(), 10u);
+  WorkerState w;
+  check_retest_cases(w.L, packaged(), cases, "fresh load");
+  ReloadedPolicies reloaded;
+  check_retest_cases(w.L, *reloaded.registry->current(), cases, "after hot reload");
+}
+
+TEST(PolicyCases, ClassifyAndRetryAfterHotReload) {
+  ReloadedPolicies reloaded;
+  const PolicySources& sources = *reloaded.registry->current();
+  WorkerState w;
+  {
+    PolicySet set(w.L, sources, RetryConfig{});
+    check_classify_cases(set, load_cases("classify_cases.lua"), "after hot reload", w.L);
+  }
+  for (const auto& c : load_cases("retry_cases.lua")) {
+    SCOPED_TRACE("after hot reload: " + c.value("name", "?"));
+    PolicySet set(w.L, sources, retry_config(c.value("config", json::object())));
+    check_retry_case(set, c);
+  }
 }
 
 }  // namespace

@@ -95,3 +95,35 @@ TEST(Sandbox, APolicyThatDoesNotLoadStopsTheRunBeforeItStarts) {
   EXPECT_EQ(st.exit_code, 2);
   EXPECT_NE(nlohmann::json::parse(st.out)["error"]["message"].get<std::string>().find("broken rule"), std::string::npos);
 }
+
+TEST(Sandbox, ARunawayPolicyIsStoppedAndCountsAsAPolicyFailure) {
+  Mock mock;
+  TempDir dir;
+  // A loop LuaJIT would compile, and a pcall trying to swallow the stop.
+  dir.write("classify.lua", R"(
+return {
+  classify = function(o)
+    local x = 0
+    while true do
+      pcall(function() for i = 1, 1e12 do x = x + i end end)
+    end
+  end,
+})");
+  std::string suite = suite_with(dir, mock, "{ classify = 'classify.lua' }");
+  auto start = std::chrono::steady_clock::now();
+  Result r = shepherd({"run", suite}, key_env(1), std::chrono::seconds(30));
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_LT(seconds, 5.0) << "three tasks, each stopped after 250 ms";
+  for (const auto& row : parse_jsonl(shepherd({"export", suite, "--format", "jsonl"}).out)) {
+    EXPECT_EQ(row["state"], "failed");
+    EXPECT_EQ(row["error"]["code"], "POLICY_ERROR");
+    EXPECT_NE(row["error"]["message"].get<std::string>().find("time limit"), std::string::npos) << row.dump();
+  }
+
+  // A file that never finishes loading is refused at start, in bounded time.
+  dir.write("classify.lua", "while true do end\n");
+  Result load = shepherd({"run", suite, "--json"}, key_env(1), std::chrono::seconds(30));
+  EXPECT_EQ(load.exit_code, 2);
+  EXPECT_EQ(nlohmann::json::parse(load.out)["error"]["code"], "POLICY_LOAD_FAILED");
+}
