@@ -20,12 +20,7 @@
 -- 50%), 3 for the rest; at most batch_size groups, most urgent first.
 local M = { name = "retest", version = "1" }
 
-local function contains(list, value)
-  for _, v in ipairs(list or {}) do
-    if v == value then return true end
-  end
-  return false
-end
+local contains = require("shepherd.lists").contains
 
 local function percent(x) return string.format("%.0f%%", x * 100) end
 

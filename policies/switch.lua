@@ -15,12 +15,7 @@
 -- candidate in order itself.
 local M = { name = "switch", version = "1" }
 
-local function contains(list, value)
-  for _, v in ipairs(list or {}) do
-    if v == value then return true end
-  end
-  return false
-end
+local contains = require("shepherd.lists").contains
 
 local function usable(ctx, model)
   return not ctx.exhausted[model] and model ~= ctx.current and not contains(ctx.config.skip_models, model)
