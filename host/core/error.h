@@ -51,6 +51,8 @@ inline constexpr const char* HTTP_INIT_FAILED = "HTTP_INIT_FAILED";
 inline constexpr const char* MOCK_BIND_FAILED = "MOCK_BIND_FAILED";
 inline constexpr const char* IO_ERROR = "IO_ERROR";
 inline constexpr const char* INTERNAL = "INTERNAL";
+// Returned to Lua (nil, code, detail), never raised by the host.
+inline constexpr const char* JSON_INVALID = "JSON_INVALID";
 }  // namespace codes
 
 }  // namespace shepherd

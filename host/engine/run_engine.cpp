@@ -38,6 +38,10 @@ struct CompletionQueue {
   bool closed = false;  // the run is over
 };
 
+int64_t steady_ms() {
+  return std::chrono::duration_cast<Millis>(SteadyClock::now().time_since_epoch()).count() + 1;  // never 0
+}
+
 std::string hostname() {
   char buf[256] = {};
   gethostname(buf, sizeof buf - 1);
@@ -52,10 +56,11 @@ class Run {
 
  private:
   void plan(Store& store);
-  void worker_loop(TaskWorker& worker);
+  void worker_loop(TaskWorker& worker, std::atomic<int64_t>& busy_since_ms);
+  void watch_workers(std::vector<std::atomic<int64_t>>& busy_since_ms);
   void handle(TaskWorker& worker, HttpResponse& response);
   void launch(TaskWorker& worker);
-  void watch_policies(PolicyWatcher& watcher, bool forced);
+  void report_reload(const PolicyWatcher::Result& result);  // log and event
   void switch_model(TaskWorker& worker, uint32_t from, uint32_t task, const std::string& cls);
   void wake_all();
   void close_queue();  // every worker returns
@@ -69,6 +74,7 @@ class Run {
   std::unique_ptr<Writer> writer_;
   std::unique_ptr<HttpClient> http_;
   CompletionQueue queue_;
+  int64_t stuck_reported_ = 0;  // the busy period already reported as stuck
   std::atomic<bool> workers_done_{false};
 };
 
@@ -122,14 +128,27 @@ void Run::plan(Store& store) {
   dispatcher_->count_finished_before(done, failed);
 }
 
-void Run::watch_policies(PolicyWatcher& watcher, bool forced) {
-  PolicyWatcher::Result r = watcher.poll(forced);
+void Run::watch_workers(std::vector<std::atomic<int64_t>>& busy_since_ms) {
+  constexpr int64_t stuck_after_ms = 30'000;
+  int64_t now = steady_ms();
+  for (size_t i = 0; i < busy_since_ms.size(); ++i) {
+    int64_t since = busy_since_ms[i].load();
+    if (since == 0 || now - since < stuck_after_ms || stuck_reported_ == since) continue;
+    stuck_reported_ = since;
+    spdlog::error("worker {} has been inside Lua for {} s: a policy or the suite's request/check is stuck in a "
+                  "C function (a pathological string pattern?) that no time limit can stop; stop the run with two "
+                  "signals (results so far are kept)", i, (now - since) / 1000);
+    writer_->push(EventRecord{ctx_.run_id, unix_now(), "worker_stuck", safe_dump({{"worker", i}, {"seconds", (now - since) / 1000}})});
+  }
+}
+
+void Run::report_reload(const PolicyWatcher::Result& r) {
   if (r.kind == PolicyWatcher::Result::Kind::reloaded) {
     std::string changed;
     for (const auto& kind : r.changed) changed += (changed.empty() ? "" : ", ") + kind;
     spdlog::warn("policies reloaded: version {} ({} changed)", r.version, changed.empty() ? "none" : changed);
     writer_->push(EventRecord{ctx_.run_id, unix_now(), "policy_reload",
-                              safe_dump({{"version", r.version}, {"changed", r.changed}, {"forced", forced}})});
+                              safe_dump({{"version", r.version}, {"changed", r.changed}})});
   } else if (r.kind == PolicyWatcher::Result::Kind::rejected) {
     const Error& e = *r.error;
     spdlog::error("{}: {} (the policies in force stay)", e.code(), e.what());
@@ -231,7 +250,13 @@ void Run::handle(TaskWorker& worker, HttpResponse& r) {
       dispatcher_->finish(TaskState::failed);
       break;
     case AttemptOutcome::Kind::switch_model:
-      switch_model(worker, t.attempt_model, index, cls);
+      try {
+        switch_model(worker, t.attempt_model, index, cls);
+      } catch (const std::exception& e) {
+        // Never leave the dispatcher waiting for a choice that will not come.
+        spdlog::error("choosing the next model failed: {}: stopping", e.what());
+        dispatcher_->no_model_left();
+      }
       break;
   }
 }
@@ -253,7 +278,7 @@ void Run::switch_model(TaskWorker& worker, uint32_t from, uint32_t task, const s
   }
 }
 
-void Run::worker_loop(TaskWorker& worker) {
+void Run::worker_loop(TaskWorker& worker, std::atomic<int64_t>& busy_since_ms) {
   std::vector<HttpResponse> batch;
   while (!workers_done_.load()) {
     TimePoint now = SteadyClock::now();
@@ -268,9 +293,13 @@ void Run::worker_loop(TaskWorker& worker) {
       queue_.items.erase(queue_.items.begin(), queue_.items.begin() + static_cast<long>(take));
       queue_.kick = false;
     }
+    // Time limits stop Lua, not a C function it called (a pathological
+    // string pattern): the main loop watches for a worker stuck here.
+    busy_since_ms = steady_ms();
     for (auto& r : batch) handle(worker, r);
     batch.clear();
     launch(worker);
+    busy_since_ms = 0;
     if (dispatcher_->idle()) close_queue();
   }
 }
@@ -332,10 +361,14 @@ RunReport Run::execute() {
 
   TimePoint start = SteadyClock::now();
   std::vector<std::thread> threads;
-  for (auto& w : workers) threads.emplace_back([this, &w] { worker_loop(*w); });
+  std::vector<std::atomic<int64_t>> busy_since_ms(workers.size());
+  for (size_t i = 0; i < workers.size(); ++i) {
+    threads.emplace_back([this, &w = *workers[i], &busy = busy_since_ms[i]] { worker_loop(w, busy); });
+  }
 
   Progress progress(suite_.name, options_.live_progress);
   PolicyWatcher watcher(*registry_, suite_);
+  watcher.start();
   TimePoint grace_end = TimePoint::max();
   TimePoint hard_end = TimePoint::max();
   bool cancelling = false;  // re-cancel every tick: a worker may submit just after a cancel
@@ -362,7 +395,8 @@ RunReport Run::execute() {
         std::_Exit(kExitStoppedEarly);  // third signal: committed work is safe, nothing else matters
       }
     }
-    watch_policies(watcher, sig == SIGHUP);
+    if (sig == SIGHUP) watcher.request_reload();
+    for (auto& result : watcher.take_results()) report_reload(result);
     if (!store_failure && (store_failure = writer_->failure())) {
       spdlog::error("{}: stopping the run", store_failure->what());
       dispatcher_->stop_dispatching();
@@ -382,6 +416,7 @@ RunReport Run::execute() {
       writer_->flush();
       std::_Exit(kExitStoppedEarly);
     }
+    watch_workers(busy_since_ms);
     progress.update(dispatcher_->counters(), now);
   }
   for (auto& t : threads) t.join();

@@ -53,15 +53,20 @@ TaskWorker::TaskWorker(const RunContext& ctx) : ctx_(ctx) {
 void TaskWorker::refresh_policies() {
   uint64_t generation = ctx_.policies->generation();
   if (generation == policy_generation_) return;
-  policy_generation_ = generation;
   auto sources = ctx_.policies->current();
   try {
     // Fresh environments in this state; the old set decides until this succeeds.
     auto fresh = std::make_unique<PolicySet>(lua_, *sources, ctx_.suite->retry, ctx_.suite->maintain);
     policies_ = std::move(fresh);
+    policy_generation_ = generation;
   } catch (const Error& e) {
-    spdlog::error("a worker could not load policies {} and keeps {}: {}", sources->version, policies_->version(),
-                  e.what());
+    // The set passed in a scratch state, so this is rare (memory): try again
+    // at the next decision, and say so once.
+    if (failed_generation_ != generation) {
+      failed_generation_ = generation;
+      spdlog::error("a worker could not load policies {} and keeps {} for now: {}", sources->version,
+                    policies_->version(), e.what());
+    }
   }
 }
 

@@ -58,6 +58,7 @@ class TaskWorker {
   int suite_ref_ = LUA_NOREF;
   std::unique_ptr<PolicySet> policies_;
   uint64_t policy_generation_ = 0;
+  uint64_t failed_generation_ = 0;
 };
 
 }  // namespace shepherd

@@ -1,6 +1,7 @@
 // shepherd.json.encode(value) -> string
 // shepherd.json.decode(text) -> value | nil, "JSON_INVALID", detail
 // shepherd.json.array([t]) -> t marked to encode as a JSON array even when empty
+#include "core/error.h"
 #include "lua/api.h"
 #include "lua/lua_json.h"
 
@@ -28,7 +29,7 @@ int json_decode(lua_State* L) {
   auto value = nlohmann::json::parse(text, text + len, nullptr, false);
   if (value.is_discarded()) {
     lua_pushnil(L);
-    lua_pushliteral(L, "JSON_INVALID");
+    lua_pushstring(L, codes::JSON_INVALID);
     lua_pushliteral(L, "not valid JSON");
     return 3;
   }

@@ -13,8 +13,7 @@ namespace {
 
 const char* const kBaseAllowlist[] = {
     "assert", "error",  "ipairs",       "next",         "pairs",  "pcall",    "select",
-    "tonumber", "tostring", "type",     "unpack",       "xpcall", "rawequal", "rawget",
-    "rawset", "setmetatable", "_VERSION",
+    "tonumber", "tostring", "type",     "unpack",       "rawequal", "setmetatable", "_VERSION",
 };
 
 int read_only_write(lua_State* L) {
@@ -86,8 +85,6 @@ int unknown_global(lua_State* L) {
   return luaL_error(L, "unknown global '%s' (not available to policies)", name ? name : "?");
 }
 
-const char* const kModuleCache = "shepherd.sandbox.modules";
-
 // Pushes the compiled chunk of packaged module `name`, or its error message
 // and false. Every C++ object is gone before the caller raises.
 bool push_module_chunk(lua_State* L, const char* name) {
@@ -110,19 +107,15 @@ bool push_module_chunk(lua_State* L, const char* name) {
 }
 
 // require() for policies: only the packaged Lua library ("shepherd.*"),
-// each module loaded once per state, in a sandbox of its own.
+// each module loaded once per environment (its upvalue is the cache), in a
+// sandbox of its own: a reload gets fresh modules, and no policy shares a
+// module table with another.
 int sandbox_require(lua_State* L) {
   const char* name = luaL_checkstring(L, 1);
   if (std::strncmp(name, "shepherd.", 9) != 0 || std::strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_.") != std::strlen(name)) {
     return luaL_error(L, "require '%s' is not allowed in a policy (only the packaged shepherd.* modules)", name);
   }
-  lua_getfield(L, LUA_REGISTRYINDEX, kModuleCache);
-  if (lua_isnil(L, -1)) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, LUA_REGISTRYINDEX, kModuleCache);
-  }
+  lua_pushvalue(L, lua_upvalueindex(1));
   lua_getfield(L, -1, name);
   if (!lua_isnil(L, -1)) return 1;
   lua_pop(L, 1);
@@ -146,16 +139,19 @@ int sandbox_require(lua_State* L) {
 }  // namespace
 
 void push_sandbox_env(lua_State* L) {
+  // string.dump would hand out bytecode, and ("").dump reaches the state's
+  // real string library through the string metatable: it goes from both.
+  lua_getglobal(L, "string");
+  lua_pushnil(L);
+  lua_setfield(L, -2, "dump");
+  lua_pop(L, 1);
+
   lua_newtable(L);
   for (const char* name : kBaseAllowlist) {
     lua_getglobal(L, name);
     lua_setfield(L, -2, name);
   }
   copy_library(L, "string");
-  lua_getfield(L, -1, "string");
-  lua_pushnil(L);
-  lua_setfield(L, -2, "dump");  // bytecode out is the first half of bytecode in
-  lua_pop(L, 1);
   copy_library(L, "table");
   copy_library(L, "math");
   static const char* const os_allowed[] = {"time", "clock", "date"};
@@ -170,7 +166,8 @@ void push_sandbox_env(lua_State* L) {
   // looping handler would escape the time limit.
   lua_pushcfunction(L, interruptible_xpcall);
   lua_setfield(L, -2, "xpcall");
-  lua_pushcfunction(L, sandbox_require);
+  lua_newtable(L);  // this environment's module cache
+  lua_pushcclosure(L, sandbox_require, 1);
   lua_setfield(L, -2, "require");
 
   lua_newtable(L);  // metatable: unknown reads raise

@@ -71,7 +71,7 @@ int outcome_index(lua_State* L) {
 
 PolicySet::PolicySet(lua_State* L, const PolicySources& sources, const RetryConfig& retry,
                      const MaintainConfig& maintain)
-    : L_(L), version_(sources.version) {
+    : L_(L), version_(sources.version), retry_config_(retry.to_json()), maintain_config_(maintain.to_json()) {
   try {
     classify_ref_ = load_module(sources.classify, "classify");
     retry_ref_ = load_module(sources.retry, "decide");
@@ -82,10 +82,6 @@ PolicySet::PolicySet(lua_State* L, const PolicySources& sources, const RetryConf
     throw;
   }
 
-  push_json(L_, retry.to_json());
-  config_ref_ = luaL_ref(L_, LUA_REGISTRYINDEX);
-  push_json(L_, maintain.to_json());
-  maintain_ref_ = luaL_ref(L_, LUA_REGISTRYINDEX);
 
   lua_newtable(L_);  // metatable for outcome tables
   box_ = static_cast<LazyBox*>(lua_newuserdata(L_, sizeof(LazyBox)));
@@ -98,8 +94,7 @@ PolicySet::PolicySet(lua_State* L, const PolicySources& sources, const RetryConf
 PolicySet::~PolicySet() { release(); }
 
 void PolicySet::release() {
-  for (int* ref : {&classify_ref_, &retry_ref_, &switch_ref_, &retest_ref_, &config_ref_, &maintain_ref_,
-                   &outcome_meta_ref_}) {
+  for (int* ref : {&classify_ref_, &retry_ref_, &switch_ref_, &retest_ref_, &outcome_meta_ref_}) {
     luaL_unref(L_, LUA_REGISTRYINDEX, *ref);
     *ref = LUA_NOREF;
   }
@@ -214,7 +209,7 @@ bool PolicySet::decide(const DecideInput& in, Decision& decision, LuaFailure& fa
   }
   set_string(L_, "model", in.model);
   set_string(L_, "model_role", in.model_role);
-  lua_rawgeti(L_, LUA_REGISTRYINDEX, config_ref_);
+  push_json(L_, retry_config_);
   lua_setfield(L_, -2, "config");
   lua_createtable(L_, in.history ? static_cast<int>(in.history->size()) : 0, 0);
   if (in.history) {
@@ -292,7 +287,7 @@ bool PolicySet::next_model(const SwitchInput& in, std::string& model, LuaFailure
     }
   }
   lua_setfield(L_, -2, "exhausted");
-  lua_rawgeti(L_, LUA_REGISTRYINDEX, maintain_ref_);
+  push_json(L_, maintain_config_);
   lua_setfield(L_, -2, "config");
   if (!limited_call(1, 1, failure, kCallBudget)) return false;
   if (lua_isnil(L_, -1)) {
@@ -313,7 +308,7 @@ bool PolicySet::select(const nlohmann::json& stats, nlohmann::json& selection, L
   lua_rawgeti(L_, LUA_REGISTRYINDEX, retest_ref_);
   lua_getfield(L_, -1, "select");
   push_json(L_, stats);
-  lua_rawgeti(L_, LUA_REGISTRYINDEX, maintain_ref_);
+  push_json(L_, maintain_config_);
   if (!limited_call(2, 1, failure, kCallBudget)) return false;
   std::string error;
   nlohmann::json out;
@@ -327,7 +322,10 @@ bool PolicySet::select(const nlohmann::json& stats, nlohmann::json& selection, L
   if (out.is_object() && out.empty()) out = nlohmann::json::array();
   if (!out.is_array()) return shape_error("must return a list");
   for (const auto& item : out) {
-    if (!item.is_object() || !item.contains("group") || !item["priority"].is_number() || !item["reason"].is_string()) {
+    auto priority = item.is_object() ? item.find("priority") : item.end();
+    auto reason = item.is_object() ? item.find("reason") : item.end();
+    if (!item.is_object() || !item.contains("group") || priority == item.end() || !priority->is_number() ||
+        reason == item.end() || !reason->is_string()) {
       return shape_error("returned an item without group, a numeric priority and a reason: " + item.dump());
     }
   }

@@ -45,8 +45,10 @@ class PolicySet {
   int retry_ref_ = LUA_NOREF;
   int switch_ref_ = LUA_NOREF;
   int retest_ref_ = LUA_NOREF;
-  int config_ref_ = LUA_NOREF;    // ctx.config for decide(), built once
-  int maintain_ref_ = LUA_NOREF;  // config for next_model() and select()
+  // Handed to each call as a fresh table: a policy cannot change what the
+  // next call (or another policy) sees.
+  nlohmann::json retry_config_;
+  nlohmann::json maintain_config_;
   int outcome_meta_ref_ = LUA_NOREF;
   LazyBox* box_ = nullptr;  // userdata owned by the Lua state
 };

@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <utility>
+
 #include "lua/api.h"
 #include "lua/lua_state.h"
 #include "policy/policy_set.h"
@@ -9,8 +11,45 @@
 namespace shepherd {
 
 PolicyWatcher::PolicyWatcher(PolicyRegistry& registry, const Suite& suite) : registry_(registry), suite_(suite) {
+  // Unknown stamps: the first poll rereads the files and compares the texts.
   for (const PolicySource* src : registry_.current()->all())
-    if (!src->path.empty()) stamps_.emplace_back(src->path, stamp_of(src->path));
+    if (!src->path.empty()) stamps_.emplace_back(src->path, Stamp{});
+}
+
+PolicyWatcher::~PolicyWatcher() {
+  {
+    std::lock_guard lock(mutex_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void PolicyWatcher::start() { thread_ = std::thread([this] { loop(); }); }
+
+void PolicyWatcher::request_reload() {
+  {
+    std::lock_guard lock(mutex_);
+    force_ = true;
+  }
+  wake_.notify_all();
+}
+
+std::vector<PolicyWatcher::Result> PolicyWatcher::take_results() {
+  std::lock_guard lock(mutex_);
+  return std::exchange(results_, {});
+}
+
+void PolicyWatcher::loop() {
+  std::unique_lock lock(mutex_);
+  while (!stop_) {
+    bool force = std::exchange(force_, false);
+    lock.unlock();
+    Result r = poll(force);
+    lock.lock();
+    if (r.kind != Result::Kind::unchanged) results_.push_back(std::move(r));
+    wake_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stop_ || force_; });
+  }
 }
 
 PolicyWatcher::Stamp PolicyWatcher::stamp_of(const std::string& path) {
@@ -41,7 +80,10 @@ PolicyWatcher::Result PolicyWatcher::poll(bool force) {
     result.error = Error(codes::POLICY_LOAD_FAILED, e.what(), Stage::policy, e.details());
     return result;
   }
-  if (next.version == current->version) return result;  // touched, not changed
+  if (next.version == current->version) {  // touched, not changed (or changed back)
+    rejected_version_.clear();
+    return result;
+  }
   for (const PolicySource* src : next.all()) {
     const PolicySource* old = current->find(src->kind);
     if (old->hash != src->hash) result.changed.push_back(src->kind);
@@ -58,6 +100,7 @@ PolicyWatcher::Result PolicyWatcher::poll(bool force) {
     result.error = e;
     return result;
   }
+  rejected_version_.clear();
   result.kind = Result::Kind::reloaded;
   result.version = next.version;
   registry_.publish(std::move(next));

@@ -2,6 +2,7 @@
 // reported before anything runs, with the file, the line and the field.
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <regex>
 #include <set>
@@ -127,7 +128,7 @@ class SuiteReader {
       expect(v, LUA_TNUMBER, f, integer ? "an integer" : "a number");
       out = lua_tonumber(L_, v);
       if (integer && out != static_cast<double>(static_cast<long long>(out))) invalid(f, "expected an integer");
-      if (out < min || out > max) {
+      if (!std::isfinite(out) || out < min || out > max) {
         invalid(f, "must be between " + nlohmann::json(min).dump() + " and " + nlohmann::json(max).dump());
       }
     }

@@ -657,3 +657,64 @@ TEST(FieldLines, IgnoresComparisonsAndLongerNames) {
 
 }  // namespace
 }  // namespace shepherd
+
+namespace shepherd {
+namespace {
+
+// A minimal valid suite with `extra` top-level fields, written to a temp file.
+std::string maintain_suite(const std::string& extra) {
+  static int n = 0;
+  std::string path = "/tmp/shepherd-maintain-" + std::to_string(getpid()) + "-" + std::to_string(n++) + ".lua";
+  std::ofstream(path) << "return {\n  name = 'm',\n  providers = { p = { base_url = 'http://127.0.0.1:9/v1',\n"
+                         "    keys = { { id = 'k', env = 'UNUSED_KEY' } }, models = { 'a', 'b' } } },\n"
+                         "  matrix = { x = { 1 } },\n  models = { 'a', 'b' },\n"
+                      << extra << "\n  request = function(cell) return {} end,\n}\n";
+  return path;
+}
+
+Error load_error_of(const std::string& extra) {
+  std::string path = maintain_suite(extra);
+  try {
+    load_suite(path, SuiteLoadOptions{false});
+  } catch (const Error& e) {
+    std::remove(path.c_str());
+    return e;
+  }
+  std::remove(path.c_str());
+  return Error("NONE", "loaded", Stage::config);
+}
+
+TEST(MaintainConfig, DefaultsAndOverrides) {
+  std::string path = maintain_suite(
+      "  maintain = { minimum_completion_rate = 0.9, priority_models = { 'b' }, skip_models = {}, batch_size = 2 },");
+  Suite s = load_suite(path, SuiteLoadOptions{false});
+  std::remove(path.c_str());
+  EXPECT_DOUBLE_EQ(s.maintain.minimum_completion_rate, 0.9);
+  EXPECT_DOUBLE_EQ(s.maintain.maximum_failure_rate, 0.3);
+  EXPECT_EQ(s.maintain.priority_models, std::vector<std::string>{"b"});
+  EXPECT_TRUE(s.maintain.skip_models.empty());
+  EXPECT_DOUBLE_EQ(s.maintain.cooldown_hours, 2);
+  EXPECT_EQ(s.maintain.batch_size, 2);
+}
+
+TEST(MaintainConfig, ErrorsNameTheField) {
+  Error range = load_error_of("  maintain = { maximum_failure_rate = 1.5 },");
+  EXPECT_EQ(range.code(), "SUITE_INVALID");
+  EXPECT_EQ(range.details()["field"], "maintain.maximum_failure_rate");
+  EXPECT_EQ(range.details()["line"], 7);  // the `maintain = …` line
+  Error unknown_model = load_error_of("  maintain = { skip_models = { 'zzz' } },");
+  EXPECT_EQ(unknown_model.details()["field"], "maintain.skip_models[1]");
+  Error type = load_error_of("  maintain = { batch_size = 'five' },");
+  EXPECT_EQ(type.details()["field"], "maintain.batch_size");
+  Error unknown = load_error_of("  maintain = { cooldown = 3 },");
+  EXPECT_EQ(unknown.details()["field"], "maintain.cooldown");
+}
+
+TEST(MaintainConfig, NotANumberIsRefused) {
+  EXPECT_EQ(load_error_of("  retry = { backoff_multiplier = 0/0 },").details()["field"], "retry.backoff_multiplier");
+  EXPECT_EQ(load_error_of("  maintain = { cooldown_hours = 0/0 },").details()["field"], "maintain.cooldown_hours");
+  EXPECT_EQ(load_error_of("  retry = { poison_after = 1 },").details()["field"], "retry.poison_after");
+}
+
+}  // namespace
+}  // namespace shepherd

@@ -114,3 +114,26 @@ TEST(Faults, RateLimitHonoursRetryAfter) {
   // A 429 rests its (key, model): far fewer 429s than a client hammering every 10 ms.
   EXPECT_LE(mock.stats()["by_outcome"]["rate_limited"].get<int>(), 20);
 }
+
+TEST(Faults, RetriesAlwaysEndWhateverThePolicySays) {
+  Mock mock(nlohmann::json{{"faults", {{"error_500", 1.0}}}});
+  TempDir dir;
+  dir.write("forever.lua", "return { decide = function(ctx) return { action = 'retry', delay_ms = 0 } end }\n");
+  SuiteSpec s = fast_retry_suite(mock);
+  s.matrix = "{ model = { 'm-a' }, instance = { 1 } }";
+  s.extra = "  policies = { retry = 'forever.lua' },\n  retry = { poison_after = 3 },";
+  std::string suite = dir.write("s.lua", s.text());
+  ASSERT_EQ(shepherd({"run", suite, "--db", dir.file("p.db")}, key_env(1)).exit_code, 0);
+  auto rows = parse_jsonl(shepherd({"export", suite, "--db", dir.file("p.db"), "--format", "jsonl"}).out);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0]["error"]["code"], "POISONED");
+  EXPECT_EQ(rows[0]["attempts"], 3) << "the same 500 three times in a row";
+
+  // Poison set out of reach: the hard cap of 100 attempts in one run still ends it.
+  s.extra = "  policies = { retry = 'forever.lua' },\n  retry = { poison_after = 1000 },";
+  dir.write("s.lua", s.text());
+  ASSERT_EQ(shepherd({"run", suite, "--db", dir.file("r.db")}, key_env(1)).exit_code, 0);
+  rows = parse_jsonl(shepherd({"export", suite, "--db", dir.file("r.db"), "--format", "jsonl"}).out);
+  EXPECT_EQ(rows[0]["error"]["code"], "RETRY_LIMIT");
+  EXPECT_EQ(rows[0]["attempts"], 100);
+}

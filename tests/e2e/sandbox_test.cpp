@@ -40,6 +40,9 @@ local attempts = {
   function() shepherd.json.encode = nil end,
   function() collectgarbage("stop") end,
   function() setfenv(1, {}) end,
+  function() rawset(require("shepherd.models"), "same_model", function() return true end) end,
+  function() ("").dump(function() end) end,
+  function() require("shepherd.models").same_model = nil end,
 }
 return {
   classify = function(o)
