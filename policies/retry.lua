@@ -17,6 +17,8 @@
 --   retry_after_ms  the provider's Retry-After / retry-after-ms, or nil
 --   status          HTTP status of this attempt (0 without a response)
 --   error_code      the provider's error code, or nil
+--   usable_keys     how many other keys may still serve this model (the one
+--                   that failed is parked or disabled by the key pool)
 --
 -- Whatever this returns, the host ends the retries: the same error
 -- (class, status and code) `config.poison_after` times in a row (5) fails the
@@ -42,8 +44,10 @@ function M.decide(ctx)
   local cfg = ctx.config
   local class = ctx.class
   if class == "quota_exhausted" or class == "auth_failed" then
-    -- Never retried like a 429: waiting does not bring quota back. A model
-    -- used as a resource gives way to the next one (switch.lua picks it).
+    -- Never retried like a 429: waiting does not bring quota back. Another
+    -- key may still serve the model: try it now. Otherwise a model used as a
+    -- resource gives way to the next one (switch.lua picks it).
+    if (ctx.usable_keys or 0) > 0 then return { action = "retry", delay_ms = 0 } end
     if ctx.model_role == "resource" then return { action = "switch_model" } end
     return fail(class)
   end

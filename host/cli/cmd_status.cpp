@@ -96,6 +96,19 @@ void print_policy_versions(const nlohmann::json& versions) {
   }
 }
 
+// Per key id and model, as the last run left them (or as a running run is now).
+void print_keys(const nlohmann::json& keys) {
+  if (!keys.is_array() || keys.empty()) return;
+  std::printf("\nkey  model  in flight  sent/min  rpm pace  429s  cooldown  breaker  state\n");
+  for (const auto& k : keys) {
+    std::string state = k.value("disabled", false) ? "disabled" : k.value("parked", "").empty() ? "ok" : "parked " + k.value("parked", "");
+    std::printf("%s  %s  %d/%d  %u  %.0f  %llu  %lld ms  %s  %s\n", k.value("key", "?").c_str(),
+                k.value("model", "?").c_str(), k.value("in_flight", 0), k.value("concurrency", 0),
+                k.value("sent_last_minute", 0u), k.value("rpm_pace", 0.0), k.value("rate_limited", 0ull),
+                k.value("cooldown_ms", 0ll), k.value("breaker", "?").c_str(), state.c_str());
+  }
+}
+
 }  // namespace
 
 int cmd_status(const GlobalOptions& g, const StatusArgs& a) {
@@ -106,6 +119,7 @@ int cmd_status(const GlobalOptions& g, const StatusArgs& a) {
   store.limit_to(plan_cells(suite));  // the suite as it is now
   nlohmann::json s = store.status(suite.name, by);
   s["policy_versions"] = store.policy_versions(suite.name);
+  s["keys"] = store.latest_event(suite.name, "pool");
   if (g.json) {
     s["store"] = db;
     std::cout << safe_dump(s) << std::endl;
@@ -113,6 +127,7 @@ int cmd_status(const GlobalOptions& g, const StatusArgs& a) {
     std::printf("suite %s  store %s\n", suite.name.c_str(), db.c_str());
     print_table(s, by);
     print_policy_versions(s["policy_versions"]);
+    print_keys(s["keys"]);
   }
   return kExitOk;
 }

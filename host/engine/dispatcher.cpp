@@ -49,7 +49,7 @@ std::vector<uint32_t> Dispatcher::take_launches(TimePoint now, size_t max) {
     while (!queue.empty() && out.size() < max) {
       TaskRuntime& t = tasks_[queue.front()];
       uint32_t model = model_of(t);
-      int slot = pool_.acquire(model, now);
+      int slot = pool_.acquire(model, now, t.preferred_key);
       if (slot < 0) break;
       t.slot = slot;
       t.attempt_model = model;
@@ -89,9 +89,38 @@ void Dispatcher::release(int slot) {
   pool_.release(slot);
 }
 
-void Dispatcher::cool_down(int slot, TimePoint until) {
+std::vector<PoolEvent> Dispatcher::slot_result(int slot, const SlotFeedback& feedback, double tokens_reserved,
+                                               TimePoint now) {
   std::lock_guard lock(mutex_);
-  pool_.cool_down(slot, until);
+  return pool_.on_result(slot, feedback, tokens_reserved, now);
+}
+
+void Dispatcher::reserve_tokens(int slot, double tokens, TimePoint now) {
+  std::lock_guard lock(mutex_);
+  pool_.reserve_tokens(slot, tokens, now);
+}
+
+int Dispatcher::usable_slots(uint32_t model, int except_slot) const {
+  std::lock_guard lock(mutex_);
+  return pool_.usable_slots(model, except_slot);
+}
+
+nlohmann::json Dispatcher::pool_snapshot(TimePoint now, const std::vector<std::string>& model_names) {
+  std::lock_guard lock(mutex_);
+  return pool_.snapshot(now, model_names);
+}
+
+bool Dispatcher::queue_blocked(size_t q) const {
+  if (ready_[q].empty()) return false;
+  return !pool_.model_usable(q == 0 ? current_model_ : static_cast<uint32_t>(q - 1));
+}
+
+uint64_t Dispatcher::blocked() const {
+  std::lock_guard lock(mutex_);
+  uint64_t n = 0;
+  for (size_t q = 0; q < ready_.size(); ++q)
+    if (queue_blocked(q)) n += ready_[q].size();
+  return n;
 }
 
 void Dispatcher::stop_dispatching() {
@@ -149,7 +178,14 @@ bool Dispatcher::stopping() const {
 
 bool Dispatcher::idle() const {
   std::lock_guard lock(mutex_);
-  return counters_.in_flight == 0 && (stopping_ || counters_.waiting == 0);
+  if (counters_.in_flight > 0) return false;
+  if (stopping_ || counters_.waiting == 0) return true;
+  // What still waits can only wait for a model no key can serve: the run is
+  // over, and those tasks stay pending for a later run.
+  if (!retries_.empty() || switching_) return false;
+  for (size_t q = 0; q < ready_.size(); ++q)
+    if (!ready_[q].empty() && !queue_blocked(q)) return false;
+  return true;
 }
 
 TimePoint Dispatcher::next_wakeup(TimePoint now) const {

@@ -22,6 +22,7 @@ struct TaskRuntime {
   std::string id;
   uint64_t ordinal = 0;     // cell in the matrix
   int32_t model = -1;       // model index when the model is a dimension; -1: a resource
+  int32_t preferred_key = -1;  // key_for's choice, or -1
   int attempts_total = 0;   // over all runs
   int attempts_run = 0;     // in this run
   std::vector<HistoryEntry> history;
@@ -29,6 +30,7 @@ struct TaskRuntime {
   int slot = -1;
   uint32_t attempt_model = 0;
   double sent_unix = 0;
+  double tokens_reserved = 0;
 };
 
 
@@ -57,8 +59,13 @@ class Dispatcher {
   void retry_at(uint32_t task, TimePoint due);
   void back_to_queue(uint32_t task);  // e.g. cancelled: unsent work, no attempt
   void finish(TaskState state);  // an attempt in flight ended the task
-  void release(int slot);
-  void cool_down(int slot, TimePoint until);
+  void release(int slot);  // no answer came (cancelled, never sent)
+  // The answer reached the slot's pool: release, learn, and what changed.
+  std::vector<PoolEvent> slot_result(int slot, const SlotFeedback& feedback, double tokens_reserved, TimePoint now);
+  void reserve_tokens(int slot, double tokens, TimePoint now);
+  int usable_slots(uint32_t model, int except_slot) const;
+  nlohmann::json pool_snapshot(TimePoint now, const std::vector<std::string>& model_names);
+  uint64_t blocked() const;  // tasks waiting for a model no key can serve any more
   void stop_dispatching();
 
   // Resource models only: `model` is used up and the task goes back to the
@@ -80,9 +87,13 @@ class Dispatcher {
   TaskRuntime& task(uint32_t index) { return tasks_[index]; }
   const KeyPool& pool() const { return pool_; }  // read under no lock: for setup/tests only
 
+  // Before any thread runs: the model of resource tasks starts here.
+  void set_current_model(uint32_t model) { current_model_ = model; }
+
  private:
   std::deque<uint32_t>& queue_for(const TaskRuntime& t);
   uint32_t model_of(const TaskRuntime& t) const;
+  bool queue_blocked(size_t q) const;  // its model has no usable key left
 
   mutable std::mutex mutex_;
   KeyPool pool_;

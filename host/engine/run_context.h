@@ -12,8 +12,12 @@ namespace shepherd {
 struct KeyBinding {  // by key-pool key index
   const ProviderSpec* provider = nullptr;
   std::string key_id;
-  std::string auth_header;  // "Authorization: Bearer …": the only place a key's value lives
-  std::string url;          // {base_url}/chat/completions
+  std::string auth_header;  // "Authorization: Bearer …" or "api-key: …": the only place a key's value lives
+};
+
+struct SlotBinding {  // by key-pool slot index
+  uint32_t key = 0;
+  std::string url;  // where this (key, model) sends: Azure has a URL per deployment
 };
 
 struct RunContext {
@@ -21,7 +25,7 @@ struct RunContext {
   const Matrix* matrix = nullptr;
   PolicyRegistry* policies = nullptr;  // the set in force; replaced by hot reloads
   std::vector<KeyBinding> keys;
-  std::vector<uint32_t> slot_key;   // key-pool slot -> key index
+  std::vector<SlotBinding> slots;
   std::vector<std::string> models;  // model index -> name
   std::vector<std::string> secrets; // key values: scrubbed from whatever a provider echoes
   int64_t run_id = 0;

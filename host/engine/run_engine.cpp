@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <functional>
 #include <condition_variable>
 #include <filesystem>
 #include <thread>
@@ -55,12 +56,15 @@ class Run {
   RunReport execute();
 
  private:
-  void plan(Store& store);
+  void build_pool();  // keys, slots and the dispatcher
+  // `affinity` (may be empty): the preferred key of a cell, or -1.
+  void plan(Store& store, const std::function<int(uint64_t)>& affinity);
   void worker_loop(TaskWorker& worker, std::atomic<int64_t>& busy_since_ms);
   void watch_workers(std::vector<std::atomic<int64_t>>& busy_since_ms);
   void handle(TaskWorker& worker, HttpResponse& response);
   void launch(TaskWorker& worker);
   void report_reload(const PolicyWatcher::Result& result);  // log and event
+  void record_pool(TimePoint now);
   void switch_model(TaskWorker& worker, uint32_t from, uint32_t task, const std::string& cls);
   void wake_all();
   void close_queue();  // every worker returns
@@ -78,7 +82,29 @@ class Run {
   std::atomic<bool> workers_done_{false};
 };
 
-void Run::plan(Store& store) {
+void Run::build_pool() {
+  // Slots: every key of every provider, for each model that provider serves.
+  // Several providers serving one model (Azure deployments) are slots of it.
+  KeyPool pool(/*slow_start=*/true);
+  ctx_.models = suite_.models;
+  for (uint32_t p = 0; p < suite_.providers.size(); ++p) {
+    const ProviderSpec& provider = suite_.providers[p];
+    for (const KeySpec& key : provider.keys) {
+      uint32_t key_index = pool.add_key(key.id, p);
+      ctx_.keys.push_back(KeyBinding{&provider, key.id, provider.auth_header(key)});
+      for (uint32_t m = 0; m < ctx_.models.size(); ++m) {
+        const std::string& model = ctx_.models[m];
+        if (std::find(provider.models.begin(), provider.models.end(), model) == provider.models.end()) continue;
+        Limits l = provider.limits_for(key, model);
+        pool.add_slot(key_index, m, SlotLimits{l.concurrency, l.rpm, l.tpm}, p, provider.quota_reset_minute_utc);
+        ctx_.slots.push_back(SlotBinding{key_index, provider.url_for(model)});
+      }
+    }
+  }
+  dispatcher_ = std::make_unique<Dispatcher>(std::move(pool), 0);
+}
+
+void Run::plan(Store& store, const std::function<int(uint64_t)>& affinity) {
   std::vector<TaskSeed> seeds = plan_cells(suite_);
   std::vector<std::string> ids;
   ids.reserve(seeds.size());
@@ -92,23 +118,6 @@ void Run::plan(Store& store) {
   std::unordered_map<std::string, StoredTask> stored;
   for (auto& t : store.load_tasks(suite_.name)) stored.emplace(t.id, t);
 
-  // Slots: every key of every provider, for each model that provider serves.
-  KeyPool pool;
-  ctx_.models = suite_.models;
-  for (uint32_t p = 0; p < suite_.providers.size(); ++p) {
-    const ProviderSpec& provider = suite_.providers[p];
-    for (const KeySpec& key : provider.keys) {
-      uint32_t key_index = pool.add_key(key.id, p);
-      ctx_.keys.push_back(KeyBinding{&provider, key.id, "Authorization: Bearer " + key.value,
-                                     provider.base_url + "/chat/completions"});
-      for (uint32_t m = 0; m < ctx_.models.size(); ++m) {
-        if (std::find(provider.models.begin(), provider.models.end(), ctx_.models[m]) == provider.models.end()) continue;
-        pool.add_slot(key_index, m, provider.limits.concurrency);
-        ctx_.slot_key.push_back(key_index);
-      }
-    }
-  }
-  dispatcher_ = std::make_unique<Dispatcher>(std::move(pool), 0);
 
   size_t model_dim = 0;
   for (size_t d = 0; d < matrix_.dims().size(); ++d)
@@ -123,9 +132,15 @@ void Run::plan(Store& store) {
     t.ordinal = i;
     t.attempts_total = s.attempts;
     if (suite_.model_is_dimension) t.model = static_cast<int32_t>(matrix_.value_indices(i)[model_dim]);
+    if (affinity) t.preferred_key = affinity(i);
     dispatcher_->add_task(std::move(t));
   }
   dispatcher_->count_finished_before(done, failed);
+}
+
+void Run::record_pool(TimePoint now) {
+  // `status` shows the last of these: per key id and model, what the pool is doing.
+  writer_->push(EventRecord{ctx_.run_id, unix_now(), "pool", safe_dump(dispatcher_->pool_snapshot(now, ctx_.models))});
 }
 
 void Run::watch_workers(std::vector<std::atomic<int64_t>>& busy_since_ms) {
@@ -186,7 +201,7 @@ void Run::launch(TaskWorker& worker) {
     std::string error;
     bool built = false;
     try {
-      built = worker.build_request(index, t, request, error);
+      built = worker.build_request(index, t, request, t.tokens_reserved, error);
     } catch (const std::exception& e) {
       error = std::string("building the request failed: ") + e.what();
     }
@@ -198,6 +213,7 @@ void Run::launch(TaskWorker& worker) {
       continue;
     }
     t.sent_unix = unix_now();
+    dispatcher_->reserve_tokens(t.slot, t.tokens_reserved, SteadyClock::now());
     batch.push_back(std::move(request));
   }
   http_->submit(std::move(batch));
@@ -213,7 +229,7 @@ void Run::handle(TaskWorker& worker, HttpResponse& r) {
   }
   AttemptOutcome out;
   try {
-    out = worker.judge(t, r);
+    out = worker.judge(t, r, dispatcher_->usable_slots(t.attempt_model, t.slot));
   } catch (const std::exception& e) {
     // Whatever went wrong, this task alone fails and the run goes on.
     out = AttemptOutcome{};
@@ -237,8 +253,14 @@ void Run::handle(TaskWorker& worker, HttpResponse& r) {
   writer_->push(std::move(out.record));
 
   TimePoint now = SteadyClock::now();
-  if (out.cooldown_ms >= 0) dispatcher_->cool_down(t.slot, now + Millis(out.cooldown_ms));
-  dispatcher_->release(t.slot);
+  for (const PoolEvent& e : dispatcher_->slot_result(t.slot, out.feedback, t.tokens_reserved, now)) {
+    if (e.kind == "key_disabled") {
+      spdlog::warn("key {} answered {}: it is out of this run", e.detail.value("key", "?"), e.detail.value("status", 0));
+    } else {
+      spdlog::info("{} {}", e.kind, safe_dump(e.detail));
+    }
+    writer_->push(EventRecord{ctx_.run_id, unix_now(), e.kind, safe_dump(e.detail)});
+  }
   switch (out.kind) {
     case AttemptOutcome::Kind::done:
       dispatcher_->finish(TaskState::done);
@@ -333,15 +355,19 @@ RunReport Run::execute() {
   ctx_.run_id = report.run_id = store.begin_run(info);
   fs::path log_dir = fs::absolute(options_.db_path).parent_path() / "logs";
   report.log_path = open_run_log(log_dir.string(), suite_.name, report.run_id);
-  plan(store);
+  build_pool();
+  // Every Lua state is built here, so a broken policy stops the run before it starts.
+  std::vector<std::unique_ptr<TaskWorker>> workers;
+  for (int i = 0; i < std::max(1, options_.workers); ++i) workers.push_back(std::make_unique<TaskWorker>(ctx_));
+  std::function<int(uint64_t)> affinity;
+  std::vector<std::string> key_ids;
+  for (const auto& k : ctx_.keys) key_ids.push_back(k.key_id);
+  if (suite_.has_key_for) affinity = [&](uint64_t ordinal) { return workers[0]->preferred_key(ordinal, key_ids); };
+  plan(store, affinity);
   auto counters = dispatcher_->counters();
   spdlog::info("run {} of suite {} ({}): {} tasks, {} already done, {} failed; policies {}; store {}",
                report.run_id, suite_.name, suite_.path, counters.total, counters.done, counters.failed,
                first_version, options_.db_path);
-
-  // Every Lua state is built here, so a broken policy stops the run before it starts.
-  std::vector<std::unique_ptr<TaskWorker>> workers;
-  for (int i = 0; i < std::max(1, options_.workers); ++i) workers.push_back(std::make_unique<TaskWorker>(ctx_));
 
   // From here on SIGINT and SIGTERM are taken by this loop: every thread
   // started below inherits the mask. Before, they simply end the process
@@ -370,6 +396,7 @@ RunReport Run::execute() {
   PolicyWatcher watcher(*registry_, suite_);
   watcher.start();
   TimePoint grace_end = TimePoint::max();
+  TimePoint next_snapshot = SteadyClock::now() + Millis(2000);
   TimePoint hard_end = TimePoint::max();
   bool cancelling = false;  // re-cancel every tick: a worker may submit just after a cancel
   std::shared_ptr<const Error> store_failure;
@@ -417,11 +444,16 @@ RunReport Run::execute() {
       std::_Exit(kExitStoppedEarly);
     }
     watch_workers(busy_since_ms);
+    if (now >= next_snapshot) {
+      record_pool(now);
+      next_snapshot = now + Millis(2000);
+    }
     progress.update(dispatcher_->counters(), now);
   }
   for (auto& t : threads) t.join();
   http_.reset();
   progress.clear();
+  record_pool(SteadyClock::now());
   writer_->flush();
   if (!store_failure) store_failure = writer_->failure();
   writer_.reset();
@@ -429,6 +461,11 @@ RunReport Run::execute() {
   report.seconds = ms_between(start, SteadyClock::now()) / 1000.0;
   report.counters = dispatcher_->counters();
   report.models_exhausted = dispatcher_->models_exhausted();
+  report.blocked = dispatcher_->blocked();
+  if (report.blocked > 0) {
+    spdlog::error("{} tasks stay pending: no key can serve their model any more (rejected or out of quota)",
+                  report.blocked);
+  }
   if (store_failure) throw *store_failure;
   const auto& c = report.counters;
   std::string outcome = report.interrupted ? "interrupted" : report.models_exhausted ? "models_exhausted" : "completed";

@@ -27,6 +27,7 @@ struct RunReport {
   double seconds = 0;
   bool interrupted = false;       // a signal stopped the run
   bool models_exhausted = false;  // no model left to switch to
+  uint64_t blocked = 0;           // tasks left pending: no usable key for their model
   std::string log_path;
   std::string db_path;
 };

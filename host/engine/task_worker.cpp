@@ -114,7 +114,8 @@ void TaskWorker::push_cell(uint64_t ordinal) {
   lua_pop(lua_, 2);
 }
 
-bool TaskWorker::build_request(uint32_t task_index, const TaskRuntime& task, HttpRequest& out, std::string& error) {
+bool TaskWorker::build_request(uint32_t task_index, const TaskRuntime& task, HttpRequest& out, double& tokens,
+                               std::string& error) {
   StackGuard guard(lua_);
   lua_rawgeti(lua_, LUA_REGISTRYINDEX, suite_ref_);
   lua_getfield(lua_, -1, "request");
@@ -140,17 +141,23 @@ bool TaskWorker::build_request(uint32_t task_index, const TaskRuntime& task, Htt
   }
   const std::string& model = ctx_.models[task.attempt_model];
   body["model"] = model;  // the host decides the model: the cell's, or the current resource
-  const KeyBinding& key = ctx_.keys[ctx_.slot_key[static_cast<size_t>(task.slot)]];
+  const SlotBinding& slot = ctx_.slots[static_cast<size_t>(task.slot)];
+  const KeyBinding& key = ctx_.keys[slot.key];
   const ProviderSpec& p = *key.provider;
   out.id = task_index;
   out.method = "POST";
-  out.url = key.url;
+  out.url = slot.url;
   out.headers.clear();
   out.headers.reserve(2 + p.headers.size());
   out.headers.push_back(key.auth_header);
   out.headers.emplace_back("Content-Type: application/json");
   out.headers.insert(out.headers.end(), p.headers.begin(), p.headers.end());
   out.body = body.dump();
+  // What a tokens-per-minute budget reserves: roughly 4 bytes a token for the
+  // prompt, plus what the answer may use.
+  auto max_tokens = body.find("max_tokens");
+  tokens = static_cast<double>(out.body.size()) / 4 +
+           (max_tokens != body.end() && max_tokens->is_number() ? max_tokens->get<double>() : 256);
   out.connect_timeout_ms = p.timeouts.connect_ms;
   out.total_timeout_ms = p.timeouts.total_ms;
   out.stall_timeout_ms = p.timeouts.stall_ms;
@@ -185,7 +192,34 @@ bool TaskWorker::run_check(const TaskRuntime& task, const ParsedResponse& parsed
   return false;
 }
 
-AttemptOutcome TaskWorker::judge(TaskRuntime& task, const HttpResponse& r) {
+int TaskWorker::preferred_key(uint64_t ordinal, const std::vector<std::string>& key_ids) {
+  StackGuard guard(lua_);
+  lua_rawgeti(lua_, LUA_REGISTRYINDEX, suite_ref_);
+  lua_getfield(lua_, -1, "key_for");
+  if (!lua_isfunction(lua_, -1)) return -1;
+  push_cell(ordinal);
+  lua_createtable(lua_, static_cast<int>(key_ids.size()), 0);
+  for (size_t i = 0; i < key_ids.size(); ++i) {
+    lua_pushstring(lua_, key_ids[i].c_str());
+    lua_rawseti(lua_, -2, static_cast<int>(i) + 1);
+  }
+  LuaFailure failure;
+  CallLimit limit(lua_, kSuiteCallBudget);
+  if (!protected_call(lua_, 2, 1, failure)) {
+    throw Error(codes::SUITE_INVALID, "key_for(cell, keys) raised: " + failure.describe(), Stage::config,
+                {{"file", failure.file}, {"line", failure.line}, {"field", "key_for"}});
+  }
+  if (lua_isnil(lua_, -1)) return -1;
+  const char* id = lua_tostring(lua_, -1);
+  auto it = id ? std::find(key_ids.begin(), key_ids.end(), id) : key_ids.end();
+  if (it == key_ids.end()) {
+    throw Error(codes::SUITE_INVALID, std::string("key_for(cell, keys) returned '") + (id ? id : "?") +
+                                          "', which is not a key id of the suite", Stage::config, {{"field", "key_for"}});
+  }
+  return static_cast<int>(it - key_ids.begin());
+}
+
+AttemptOutcome TaskWorker::judge(TaskRuntime& task, const HttpResponse& r, int usable_keys) {
   refresh_policies();
   ParsedResponse parsed = parse_response(r);
   const std::string& requested = ctx_.models[task.attempt_model];
@@ -222,7 +256,7 @@ AttemptOutcome TaskWorker::judge(TaskRuntime& task, const HttpResponse& r) {
   rec.run_id = ctx_.run_id;
   rec.n = task.attempts_total;
   rec.task_attempts = task.attempts_total;
-  const KeyBinding& key = ctx_.keys[ctx_.slot_key[static_cast<size_t>(task.slot)]];
+  const KeyBinding& key = ctx_.keys[ctx_.slots[static_cast<size_t>(task.slot)].key];
   rec.key_id = key.key_id;
   rec.endpoint = key.provider->base_url;
   rec.model_requested = requested;
@@ -237,7 +271,6 @@ AttemptOutcome TaskWorker::judge(TaskRuntime& task, const HttpResponse& r) {
   rec.ended_at = unix_now();
   rec.response = r.body;
   scrub_secrets(rec.response);
-  if (r.status == 429) out.cooldown_ms = parsed.retry_after_ms >= 0 ? parsed.retry_after_ms : 1000;
 
   LuaFailure failure;
   std::string cls;
@@ -251,6 +284,17 @@ AttemptOutcome TaskWorker::judge(TaskRuntime& task, const HttpResponse& r) {
     return out;
   }
   rec.cls = cls;
+  SlotFeedback& fb = out.feedback;
+  fb.status = r.status;
+  fb.transport_failure = r.transport != Transport::none && r.transport != Transport::too_large;
+  fb.quota_exhausted = cls == "quota_exhausted";
+  fb.rate_limited = r.status == 429 && !fb.quota_exhausted;
+  fb.auth_failed = r.status == 401;
+  if (parsed.retry_after_ms >= 0) fb.retry_after_s = static_cast<double>(parsed.retry_after_ms) / 1000.0;
+  fb.headers = parse_rate_headers(r.headers);
+  if (parsed.prompt_tokens >= 0 && parsed.completion_tokens >= 0) {
+    fb.tokens_used = parsed.prompt_tokens + parsed.completion_tokens;
+  }
   if (cls == "ok") {
     rec.decision = "done";
     rec.task_state = TaskState::done;
@@ -273,6 +317,7 @@ AttemptOutcome TaskWorker::judge(TaskRuntime& task, const HttpResponse& r) {
   in.retry_after_ms = parsed.retry_after_ms;
   in.status = r.status;
   in.error_code = parsed.error_code;
+  in.usable_keys = usable_keys;
   Decision decision;
   bool decided = policies_->decide(in, decision, failure);
   task.history.push_back(HistoryEntry{cls, r.status, parsed.error_code});

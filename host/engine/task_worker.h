@@ -8,6 +8,7 @@
 #include "engine/dispatcher.h"
 #include "engine/run_context.h"
 #include "http/http_types.h"
+#include "keys/key_pool.h"
 #include "lua/lua_state.h"
 #include "policy/policy_set.h"
 #include "store/records.h"
@@ -20,7 +21,7 @@ inline constexpr int kMaxAttemptsPerRun = 100;
 struct AttemptOutcome {
   enum class Kind { done, retry, fail, switch_model } kind = Kind::fail;
   long delay_ms = 0;
-  long cooldown_ms = -1;  // the slot must rest this long (429), or -1
+  SlotFeedback feedback;  // what the key pool learns from this answer
   AttemptRecord record;
 };
 
@@ -31,11 +32,17 @@ class TaskWorker {
   TaskWorker(const TaskWorker&) = delete;
   TaskWorker& operator=(const TaskWorker&) = delete;
 
-  // The request body comes from the suite's request(cell). False: `error` says why.
-  bool build_request(uint32_t task_index, const TaskRuntime& task, HttpRequest& out, std::string& error);
+  // The request body comes from the suite's request(cell). False: `error` says
+  // why. `tokens`: the estimate to reserve (prompt + max_tokens).
+  bool build_request(uint32_t task_index, const TaskRuntime& task, HttpRequest& out, double& tokens,
+                     std::string& error);
+
+  // key_for(cell, keys): the index of the key the suite prefers for this cell, or -1.
+  int preferred_key(uint64_t ordinal, const std::vector<std::string>& key_ids);
 
   // Classifies the answer and decides what follows; updates the task's history.
-  AttemptOutcome judge(TaskRuntime& task, const HttpResponse& response);
+  // `usable_keys`: other keys that may still serve the task's model.
+  AttemptOutcome judge(TaskRuntime& task, const HttpResponse& response, int usable_keys);
 
   // Asks switch.lua for the model after `current`. An answer that is not a
   // candidate, or already exhausted, or a policy error falls back to the next

@@ -1,28 +1,102 @@
 #include "keys/key_pool.h"
 
+#include <algorithm>
+#include <ctime>
+
 namespace shepherd {
 
+namespace {
+
+// A few requests at most may go back to back; the rest are spread evenly.
+constexpr double kRequestBurst = 2;
+// Token budgets: a burst of a few seconds' worth.
+constexpr double kTokenBurstSeconds = 3;
+
+int64_t seconds_of(TimePoint t) {
+  return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+}
+
+// The next time of day `minute_utc` comes round, on the steady clock.
+TimePoint next_reset(int minute_utc, TimePoint now) {
+  std::time_t wall = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&wall, &tm);
+  int now_s = tm.tm_hour * 3600 + tm.tm_min * 60 + tm.tm_sec;
+  int wait_s = minute_utc * 60 - now_s;
+  if (wait_s <= 0) wait_s += 24 * 3600;
+  return now + std::chrono::seconds(wait_s);
+}
+
+std::string iso_in(TimePoint until, TimePoint now) {
+  if (until == TimePoint::max()) return "end of run";
+  auto ms = std::chrono::duration_cast<Millis>(until - now).count();
+  return std::to_string(ms) + " ms";
+}
+
+}  // namespace
+
+KeySlot::KeySlot(const SlotLimits& l) : limits(l), rate(l.rpm) {}
+
+uint32_t KeySlot::sent_last_minute(TimePoint now) {
+  int64_t second = seconds_of(now);
+  if (second - last_second >= 60) {
+    per_second.fill(0);
+  } else {
+    for (int64_t s = last_second + 1; s <= second; ++s) per_second[static_cast<size_t>(s % 60)] = 0;
+  }
+  last_second = std::max(last_second, second);
+  uint32_t total = 0;
+  for (uint32_t n : per_second) total += n;
+  return total;
+}
+
 uint32_t KeyPool::add_key(std::string id, uint32_t provider) {
-  keys_.push_back(PoolKey{std::move(id), provider});
+  keys_.push_back(PoolKey{std::move(id), provider, false});
   return static_cast<uint32_t>(keys_.size() - 1);
 }
 
-int KeyPool::add_slot(uint32_t key, uint32_t model, int concurrency) {
-  KeySlot s;
+int KeyPool::add_slot(uint32_t key, uint32_t model, const SlotLimits& limits, uint32_t endpoint,
+                      std::optional<int> quota_reset_minute_utc) {
+  SlotLimits l = limits;
+  if (l.concurrency < 1) l.concurrency = 1;
+  KeySlot s(l);
   s.key = key;
   s.model = model;
-  s.limit = concurrency < 1 ? 1 : concurrency;
-  slots_.push_back(s);
+  s.endpoint = endpoint;
+  slots_.push_back(std::move(s));
+  quota_reset_.push_back(quota_reset_minute_utc);
   if (by_model_.size() <= model) {
     by_model_.resize(model + 1);
     rotation_.resize(model + 1, 0);
   }
+  if (endpoints_.size() <= endpoint) endpoints_.resize(endpoint + 1);
   int index = static_cast<int>(slots_.size() - 1);
   by_model_[model].push_back(index);
+  update_pacing(slots_.back(), TimePoint{});
   return index;
 }
 
-int KeyPool::acquire(uint32_t model, TimePoint now) {
+void KeyPool::update_pacing(KeySlot& s, TimePoint now) {
+  double rate = s.rate.rate_per_second();
+  if (rate != s.requests.rate()) s.requests.set_rate(rate, kRequestBurst, now);
+  double tps = s.limits.tpm / 60.0;
+  if (tps > 0 && s.tokens.unlimited()) s.tokens.set_rate(tps * 0.95, tps * kTokenBurstSeconds, now);
+}
+
+bool KeyPool::eligible(KeySlot& s, TimePoint now) {
+  if (keys_[s.key].disabled || s.parked_until > now || s.cooldown_until > now) return false;
+  int room = s.limits.concurrency;
+  // What the provider says is left this window bounds what may be in flight.
+  if (auto remaining = s.rate.remaining_requests(now)) room = std::min(room, std::max(1, static_cast<int>(*remaining)));
+  // Slow start: with no limit configured, one request first, so the
+  // provider's headers can tell the limit before a whole burst goes out.
+  if (slow_start_ && s.limits.rpm <= 0 && s.rate.awaiting_first_answer()) room = 1;
+  if (s.in_flight >= room) return false;
+  if (s.requests.ready_at(now) > now || s.tokens.ready_at(now, 0) > now) return false;
+  return s.breaker.allows(now) && endpoints_[s.endpoint].allows(now);
+}
+
+int KeyPool::acquire(uint32_t model, TimePoint now, int preferred_key) {
   if (model >= by_model_.size()) return -1;
   const auto& candidates = by_model_[model];
   size_t n = candidates.size();
@@ -31,20 +105,33 @@ int KeyPool::acquire(uint32_t model, TimePoint now) {
   size_t start = rotation_[model]++;
   for (size_t i = 0; i < n; ++i) {
     int index = candidates[(start + i) % n];
-    const KeySlot& s = slots_[static_cast<size_t>(index)];
-    if (s.cooldown_until > now) continue;
-    int headroom = s.limit - s.in_flight;
+    KeySlot& s = slots_[static_cast<size_t>(index)];
+    if (!eligible(s, now)) continue;
+    int headroom = s.limits.concurrency - s.in_flight;
+    if (static_cast<int>(s.key) == preferred_key) {
+      best = index;
+      break;
+    }
     if (headroom > best_headroom) {
       best = index;
       best_headroom = headroom;
     }
   }
-  if (best >= 0) {
-    KeySlot& s = slots_[static_cast<size_t>(best)];
-    ++s.in_flight;
-    ++s.granted;
-  }
+  if (best < 0) return -1;
+  KeySlot& s = slots_[static_cast<size_t>(best)];
+  ++s.in_flight;
+  ++s.granted;
+  s.requests.try_take(now);
+  s.rate.on_request(now);
+  s.breaker.on_admitted();
+  s.sent_last_minute(now);
+  ++s.per_second[static_cast<size_t>(seconds_of(now) % 60)];
   return best;
+}
+
+void KeyPool::reserve_tokens(int slot, double tokens, TimePoint now) {
+  KeySlot& s = slots_[static_cast<size_t>(slot)];
+  if (!s.tokens.unlimited()) s.tokens.charge(tokens, now);
 }
 
 void KeyPool::release(int slot) {
@@ -52,9 +139,53 @@ void KeyPool::release(int slot) {
   if (s.in_flight > 0) --s.in_flight;
 }
 
-void KeyPool::cool_down(int slot, TimePoint until) {
+std::vector<PoolEvent> KeyPool::on_result(int slot, const SlotFeedback& f, double tokens_reserved, TimePoint now) {
+  std::vector<PoolEvent> events;
   KeySlot& s = slots_[static_cast<size_t>(slot)];
-  if (until > s.cooldown_until) s.cooldown_until = until;
+  release(slot);
+  PoolKey& key = keys_[s.key];
+  auto detail = [&](nlohmann::json extra) {
+    extra["key"] = key.id;
+    extra["slot"] = slot;
+    return extra;
+  };
+
+  if (!s.tokens.unlimited() && f.tokens_used >= 0) {
+    double diff = static_cast<double>(f.tokens_used) - tokens_reserved;
+    if (diff > 0) s.tokens.charge(diff, now);
+    if (diff < 0) s.tokens.give_back(-diff, now);
+  }
+  s.rate.on_headers(f.headers, now);
+
+  if (f.auth_failed && !key.disabled) {
+    key.disabled = true;
+    events.push_back({"key_disabled", detail({{"status", f.status}})});
+  }
+  if (f.quota_exhausted) {
+    const auto& reset = quota_reset_[static_cast<size_t>(slot)];
+    s.parked_until = reset ? next_reset(*reset, now) : TimePoint::max();
+    events.push_back({"quota_parked", detail({{"until", iso_in(s.parked_until, now)}})});
+  }
+  if (f.rate_limited) {
+    ++s.rate_limited;
+    s.rate.on_rate_limited(f.retry_after_s, now);
+    s.cooldown_until = s.rate.cooldown_until();
+    events.push_back({"cooldown", detail({{"for", iso_in(s.cooldown_until, now)},
+                                          {"rpm", s.rate.rate_per_second() * 60}})});
+  }
+  bool failure = f.transport_failure || f.status >= 500;
+  bool success = !failure && f.status >= 200 && f.status < 300;
+  CircuitBreaker& endpoint = endpoints_[s.endpoint];
+  for (auto [breaker, scope] : {std::pair{&s.breaker, "slot"}, std::pair{&endpoint, "endpoint"}}) {
+    bool changed = failure ? breaker->on_failure(now) : success ? breaker->on_success(now) : false;
+    if (changed) {
+      events.push_back({"breaker", detail({{"scope", scope}, {"state", to_string(breaker->state())},
+                                           {"endpoint", s.endpoint}})});
+    }
+  }
+  if (success) s.rate.on_success(now);
+  update_pacing(s, now);
+  return events;
 }
 
 TimePoint KeyPool::next_ready(uint32_t model, TimePoint now) const {
@@ -62,16 +193,39 @@ TimePoint KeyPool::next_ready(uint32_t model, TimePoint now) const {
   TimePoint earliest = TimePoint::max();
   for (int index : by_model_[model]) {
     const KeySlot& s = slots_[static_cast<size_t>(index)];
-    if (s.cooldown_until <= now) return now;
-    if (s.cooldown_until < earliest) earliest = s.cooldown_until;
+    if (keys_[s.key].disabled || s.parked_until == TimePoint::max()) continue;
+    TimePoint at = std::max({s.cooldown_until, s.parked_until, s.requests.ready_at(now), s.tokens.ready_at(now, 0)});
+    if (s.breaker.state() == CircuitBreaker::State::open) at = std::max(at, s.breaker.open_until());
+    if (endpoints_[s.endpoint].state() == CircuitBreaker::State::open) at = std::max(at, endpoints_[s.endpoint].open_until());
+    earliest = std::min(earliest, std::max(at, now));
   }
-  return earliest == TimePoint::max() ? now : earliest;
+  return earliest;
+}
+
+bool KeyPool::model_usable(uint32_t model) const {
+  if (model >= by_model_.size()) return false;
+  for (int index : by_model_[model]) {
+    const KeySlot& s = slots_[static_cast<size_t>(index)];
+    if (!keys_[s.key].disabled && s.parked_until != TimePoint::max()) return true;  // a reset time comes round
+  }
+  return false;
+}
+
+int KeyPool::usable_slots(uint32_t model, int except_slot) const {
+  int n = 0;
+  if (model < by_model_.size()) {
+    for (int index : by_model_[model]) {
+      const KeySlot& s = slots_[static_cast<size_t>(index)];
+      if (index != except_slot && !keys_[s.key].disabled && s.parked_until == TimePoint{}) ++n;
+    }
+  }
+  return n;
 }
 
 int KeyPool::capacity(uint32_t model) const {
   int total = 0;
   if (model < by_model_.size())
-    for (int index : by_model_[model]) total += slots_[static_cast<size_t>(index)].limit;
+    for (int index : by_model_[model]) total += slots_[static_cast<size_t>(index)].limits.concurrency;
   return total;
 }
 
@@ -80,6 +234,30 @@ int KeyPool::in_flight(uint32_t model) const {
   if (model < by_model_.size())
     for (int index : by_model_[model]) total += slots_[static_cast<size_t>(index)].in_flight;
   return total;
+}
+
+nlohmann::json KeyPool::snapshot(TimePoint now, const std::vector<std::string>& model_names) {
+  nlohmann::json out = nlohmann::json::array();
+  for (auto& s : slots_) {
+    auto ms_left = [&](TimePoint t) {
+      return t > now && t != TimePoint::max() ? std::chrono::duration_cast<Millis>(t - now).count() : 0;
+    };
+    out.push_back({{"key", keys_[s.key].id},
+                   {"model", s.model < model_names.size() ? model_names[s.model] : std::to_string(s.model)},
+                   {"in_flight", s.in_flight},
+                   {"concurrency", s.limits.concurrency},
+                   {"rpm_limit", s.limits.rpm},
+                   {"rpm_pace", s.rate.rate_per_second() * 60},
+                   {"sent_last_minute", s.sent_last_minute(now)},
+                   {"requests", s.granted},
+                   {"rate_limited", s.rate_limited},
+                   {"cooldown_ms", ms_left(s.cooldown_until)},
+                   {"breaker", std::string(to_string(s.breaker.state()))},
+                   {"disabled", keys_[s.key].disabled},
+                   {"parked", s.parked_until == TimePoint::max() ? "end of run"
+                              : s.parked_until > now ? std::to_string(ms_left(s.parked_until)) + " ms" : ""}});
+  }
+  return out;
 }
 
 }  // namespace shepherd

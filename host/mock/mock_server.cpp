@@ -115,6 +115,16 @@ std::string_view request_key(evkeyvalq* headers) {
   return {};
 }
 
+// Azure OpenAI: /openai/deployments/{deployment}/chat/completions (the query,
+// ?api-version=…, is already cut off).
+bool is_azure_chat_path(std::string_view path) {
+  constexpr std::string_view prefix = "/openai/deployments/";
+  constexpr std::string_view suffix = "/chat/completions";
+  return path.size() > prefix.size() + suffix.size() && path.substr(0, prefix.size()) == prefix &&
+         path.substr(path.size() - suffix.size()) == suffix &&
+         path.substr(prefix.size(), path.size() - prefix.size() - suffix.size()).find('/') == std::string_view::npos;
+}
+
 std::string_view path_of(const char* uri) {
   std::string_view path = uri ? uri : "";
   return path.substr(0, path.find('?'));
@@ -274,7 +284,7 @@ void MockServer::Impl::route(evhttp_request* req) {
   const std::string_view path = path_of(evhttp_request_get_uri(req));
   const evhttp_cmd_type method = evhttp_request_get_command(req);
   if (method == EVHTTP_REQ_POST &&
-      (path == "/v1/chat/completions" || path == "/chat/completions")) {
+      (path == "/v1/chat/completions" || path == "/chat/completions" || is_azure_chat_path(path))) {
     handle_chat(req);
   } else if (method == EVHTTP_REQ_GET && path == "/stats") {
     Reply r;

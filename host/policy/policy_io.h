@@ -46,6 +46,7 @@ struct DecideInput {
   long retry_after_ms = -1;  // -1: none given
   long status = 0;
   std::string_view error_code;
+  int usable_keys = 0;  // other keys that may still serve this model
 };
 
 struct SwitchInput {

@@ -231,6 +231,8 @@ bool PolicySet::decide(const DecideInput& in, Decision& decision, LuaFailure& fa
   lua_pushnumber(L_, static_cast<double>(in.status));
   lua_setfield(L_, -2, "status");
   set_string(L_, "error_code", in.error_code);
+  lua_pushnumber(L_, in.usable_keys);
+  lua_setfield(L_, -2, "usable_keys");
 
   if (!limited_call(1, 1, failure, kCallBudget)) return false;
   auto shape_error = [&](const std::string& why) {

@@ -269,6 +269,19 @@ nlohmann::json Store::status(const std::string& suite, const std::vector<std::st
   });
 }
 
+nlohmann::json Store::latest_event(const std::string& suite, const std::string& kind) {
+  return details::guard(codes::IO_ERROR, db_->getFilename(), "events", [&] {
+    SQLite::Statement query(*db_,
+                            "SELECT e.detail FROM events e JOIN runs r ON r.id = e.run "
+                            "WHERE r.suite = ? AND e.kind = ? ORDER BY e.id DESC LIMIT 1");
+    query.bind(1, suite);
+    query.bind(2, kind);
+    if (!query.executeStep() || query.getColumn(0).isNull()) return json();
+    json detail = json::parse(query.getColumn(0).getString(), nullptr, false);
+    return detail.is_discarded() ? json() : detail;
+  });
+}
+
 nlohmann::json Store::policy_versions(const std::string& suite) {
   return details::guard(codes::IO_ERROR, db_->getFilename(), "policy versions", [&] {
     SQLite::Statement query(*db_,

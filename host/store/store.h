@@ -67,6 +67,9 @@ class Store {
   // [{"version","attempts","decisions":{decision:n},"classes":{class:n}}].
   nlohmann::json policy_versions(const std::string& suite);
 
+  // The detail of the newest event of `kind` in the suite's newest run that has one, or null.
+  nlohmann::json latest_event(const std::string& suite, const std::string& kind);
+
   // All events, oldest first, as {"run","at","kind","detail"}.
   nlohmann::json events(const std::string& suite);
 

@@ -2,6 +2,7 @@
 // A validated suite: what to run, against which providers, with which limits.
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -11,10 +12,19 @@
 
 namespace shepherd {
 
+// Limits hold per (key, model). A field left unset at one level falls back:
+// the key's, then the model's (limits.per_model), then the provider's.
+struct LimitsOverride {
+  std::optional<int> concurrency;
+  std::optional<double> rpm;
+  std::optional<double> tpm;
+};
+
 struct KeySpec {
   std::string id;   // shown everywhere
   std::string env;  // the variable holding the value
   std::string value;  // the secret: only ever placed in a request header
+  LimitsOverride limits;
 };
 
 struct Timeouts {
@@ -25,18 +35,31 @@ struct Timeouts {
 
 struct Limits {
   int concurrency = 8;  // in flight per (key, model)
+  double rpm = 0;       // requests per minute; 0: not configured (learned from the provider's headers)
+  double tpm = 0;       // tokens per minute; 0: not configured
 };
 
 struct ProviderSpec {
   std::string name;
-  std::string kind;  // "openai"
+  std::string kind;  // "openai" or "azure"
   std::string base_url;  // without trailing '/'
   std::vector<KeySpec> keys;
   std::vector<std::string> models;
   Limits limits;
+  std::map<std::string, LimitsOverride> model_limits;  // limits.per_model
   Timeouts timeouts;
   size_t max_response_bytes = 8u << 20;
   std::vector<std::string> headers;  // extra "Name: value" headers
+  // Azure: each model is a deployment of its own, addressed by name.
+  std::map<std::string, std::string> deployments;  // model -> deployment
+  std::string api_version;
+  // A (key, model) out of quota rests until this time of day (minutes after
+  // 00:00 UTC), or for the rest of the run when unset.
+  std::optional<int> quota_reset_minute_utc;
+
+  Limits limits_for(const KeySpec& key, const std::string& model) const;
+  std::string url_for(const std::string& model) const;  // where chat completions go
+  std::string auth_header(const KeySpec& key) const;
 };
 
 struct Dimension {
@@ -87,6 +110,7 @@ struct Suite {
   bool model_is_dimension = false;
   std::vector<std::string> models;  // every model used: the matrix's or the resource list
   bool has_check = false;
+  bool has_key_for = false;  // key_for(cell, keys): a preferred key per task
   RetryConfig retry;
   MaintainConfig maintain;
   PolicyPaths policies;

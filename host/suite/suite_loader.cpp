@@ -43,6 +43,29 @@ nlohmann::json MaintainConfig::to_json() const {
           {"batch_size", batch_size}};
 }
 
+Limits ProviderSpec::limits_for(const KeySpec& key, const std::string& model) const {
+  Limits out = limits;
+  auto apply = [&](const LimitsOverride& o) {
+    if (o.concurrency) out.concurrency = *o.concurrency;
+    if (o.rpm) out.rpm = *o.rpm;
+    if (o.tpm) out.tpm = *o.tpm;
+  };
+  if (auto it = model_limits.find(model); it != model_limits.end()) apply(it->second);
+  apply(key.limits);
+  return out;
+}
+
+std::string ProviderSpec::url_for(const std::string& model) const {
+  if (kind == "azure") {
+    return base_url + "/openai/deployments/" + deployments.at(model) + "/chat/completions?api-version=" + api_version;
+  }
+  return base_url + "/chat/completions";
+}
+
+std::string ProviderSpec::auth_header(const KeySpec& key) const {
+  return kind == "azure" ? "api-key: " + key.value : "Authorization: Bearer " + key.value;
+}
+
 namespace {
 
 using Path = std::vector<std::string>;
@@ -184,24 +207,83 @@ class SuiteReader {
   const Suite& suite_;
 };
 
+LimitsOverride read_limits(const SuiteReader& r, lua_State* L, int idx, const Path& path, bool allow_per_model) {
+  r.expect(idx, LUA_TTABLE, path, "a table { concurrency, rpm, tpm }");
+  std::set<std::string> fields{"concurrency", "rpm", "tpm"};
+  if (allow_per_model) fields.insert("per_model");
+  r.check_fields(idx, fields, path);
+  LimitsOverride o;
+  auto field = [&](const char* name, double max, bool integer) -> std::optional<double> {
+    lua_getfield(L, idx, name);
+    bool present = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (!present) return std::nullopt;
+    return r.number_field(idx, name, path, 0, 1, max, integer);
+  };
+  if (auto v = field("concurrency", 100000, true)) o.concurrency = static_cast<int>(*v);
+  o.rpm = field("rpm", 1e9, false);
+  o.tpm = field("tpm", 1e12, false);
+  return o;
+}
+
+// "HH:MM" or "HH:MMZ" (UTC): minutes after midnight.
+int parse_time_of_day(const SuiteReader& r, const std::string& text, const Path& path) {
+  static const std::regex re("([01][0-9]|2[0-3]):([0-5][0-9])Z?");
+  std::smatch m;
+  if (!std::regex_match(text, m, re)) r.invalid(path, "expected a UTC time of day like \"00:00Z\"");
+  return std::stoi(m[1]) * 60 + std::stoi(m[2]);
+}
+
 ProviderSpec read_provider(const SuiteReader& r, lua_State* L, int idx, const std::string& name,
                            const SuiteLoadOptions& options) {
   Path p{"providers", name};
   r.expect(idx, LUA_TTABLE, p, "a table");
   r.check_fields(idx, {"kind", "base_url", "keys", "models", "limits", "timeouts", "headers",
-                       "max_response_bytes"}, p);
+                       "max_response_bytes", "deployments", "api_version", "quota_resets"}, p);
   ProviderSpec spec;
   spec.name = name;
   spec.kind = r.string_field(idx, "kind", p, false, "openai");
-  if (spec.kind != "openai") {
-    r.invalid({"providers", name, "kind"}, "unknown provider kind '" + spec.kind + "' (known: openai)");
+  if (spec.kind != "openai" && spec.kind != "azure") {
+    r.invalid({"providers", name, "kind"}, "unknown provider kind '" + spec.kind + "' (known: openai, azure)");
   }
   spec.base_url = r.string_field(idx, "base_url", p, true);
   if (spec.base_url.rfind("http://", 0) != 0 && spec.base_url.rfind("https://", 0) != 0) {
     r.invalid({"providers", name, "base_url"}, "must start with http:// or https://");
   }
   while (!spec.base_url.empty() && spec.base_url.back() == '/') spec.base_url.pop_back();
-  spec.models = r.string_list(idx, "models", p, true);
+  if (spec.kind == "azure") {
+    // Azure: a deployment per model, an api-version, the key in `api-key`.
+    spec.api_version = r.string_field(idx, "api_version", p, true);
+    int deployments = r.get(idx, "deployments");
+    Path dp{"providers", name, "deployments"};
+    if (lua_isnil(L, deployments)) r.invalid(dp, "required for kind azure: { model = \"deployment name\" }");
+    r.expect(deployments, LUA_TTABLE, dp, "a table of model = \"deployment name\"");
+    lua_pushnil(L);
+    while (lua_next(L, deployments) != 0) {
+      if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING) {
+        r.invalid(dp, "expected model = \"deployment name\" pairs of strings");
+      }
+      spec.deployments[lua_tostring(L, -2)] = lua_tostring(L, -1);
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (spec.deployments.empty()) r.invalid(dp, "must not be empty");
+    lua_getfield(L, idx, "models");
+    bool has_models = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (has_models) r.invalid({"providers", name, "models"}, "not used with kind azure: the deployments name the models");
+    for (const auto& [model, deployment] : spec.deployments) spec.models.push_back(model);
+  } else {
+    for (const char* azure_only : {"deployments", "api_version"}) {
+      lua_getfield(L, idx, azure_only);
+      bool present = !lua_isnil(L, -1);
+      lua_pop(L, 1);
+      if (present) r.invalid({"providers", name, azure_only}, "only for kind azure");
+    }
+    spec.models = r.string_list(idx, "models", p, true);
+  }
+  std::string resets = r.string_field(idx, "quota_resets", p, false);
+  if (!resets.empty()) spec.quota_reset_minute_utc = parse_time_of_day(r, resets, {"providers", name, "quota_resets"});
 
   int keys = r.get(idx, "keys");
   Path kp{"providers", name, "keys"};
@@ -216,10 +298,17 @@ ProviderSpec read_provider(const SuiteReader& r, lua_State* L, int idx, const st
     Path ki = kp;
     ki.push_back(std::to_string(i));
     r.expect(k, LUA_TTABLE, ki, "a table {id = …, env = …}");
-    r.check_fields(k, {"id", "env"}, ki);
+    r.check_fields(k, {"id", "env", "limits"}, ki);
     KeySpec key;
     key.id = r.string_field(k, "id", ki, true);
     key.env = r.string_field(k, "env", ki, true);
+    int key_limits = r.get(k, "limits");
+    if (!lua_isnil(L, key_limits)) {
+      Path lp = ki;
+      lp.push_back("limits");
+      key.limits = read_limits(r, L, key_limits, lp, false);
+    }
+    lua_pop(L, 1);
     if (!ids.insert(key.id).second) r.invalid(ki, "duplicate key id '" + key.id + "'");
     if (options.resolve_keys) {
       const char* value = std::getenv(key.env.c_str());
@@ -239,9 +328,26 @@ ProviderSpec read_provider(const SuiteReader& r, lua_State* L, int idx, const st
   int limits = r.get(idx, "limits");
   if (!lua_isnil(L, limits)) {
     Path lp{"providers", name, "limits"};
-    r.expect(limits, LUA_TTABLE, lp, "a table");
-    r.check_fields(limits, {"concurrency"}, lp);
-    spec.limits.concurrency = static_cast<int>(r.number_field(limits, "concurrency", lp, 8, 1, 100000, true));
+    LimitsOverride o = read_limits(r, L, limits, lp, true);
+    spec.limits.concurrency = o.concurrency.value_or(spec.limits.concurrency);
+    spec.limits.rpm = o.rpm.value_or(0);
+    spec.limits.tpm = o.tpm.value_or(0);
+    int per_model = r.get(limits, "per_model");
+    if (!lua_isnil(L, per_model)) {
+      Path mp = lp;
+      mp.push_back("per_model");
+      r.expect(per_model, LUA_TTABLE, mp, "a table of model = { concurrency, rpm, tpm }");
+      lua_pushnil(L);
+      while (lua_next(L, per_model) != 0) {
+        if (lua_type(L, -2) != LUA_TSTRING) r.invalid(mp, "keys must be model names");
+        std::string model = lua_tostring(L, -2);
+        Path entry = mp;
+        entry.push_back(model);
+        spec.model_limits[model] = read_limits(r, L, lua_gettop(L), entry, false);
+        lua_pop(L, 1);
+      }
+    }
+    lua_pop(L, 1);
   }
   lua_pop(L, 1);
 
@@ -273,6 +379,11 @@ ProviderSpec read_provider(const SuiteReader& r, lua_State* L, int idx, const st
   lua_pop(L, 1);
   spec.max_response_bytes = static_cast<size_t>(
       r.number_field(idx, "max_response_bytes", p, 8u << 20, 1024, 1u << 30, true));
+  for (const auto& [model, limits] : spec.model_limits) {
+    if (std::find(spec.models.begin(), spec.models.end(), model) == spec.models.end()) {
+      r.invalid({"providers", name, "limits", "per_model", model}, "model '" + model + "' is not one this provider serves");
+    }
+  }
   return spec;
 }
 
@@ -415,8 +526,8 @@ Suite load_suite(const std::string& path, const SuiteLoadOptions& options) {
   push_suite_table(L, suite.path, suite.dir, suite.source);
   int t = lua_gettop(L);
   SuiteReader r(L, suite);
-  r.check_fields(t, {"name", "description", "providers", "matrix", "models", "request", "check", "retry",
-                     "maintain", "policies"}, {});
+  r.check_fields(t, {"name", "description", "providers", "matrix", "models", "request", "check", "key_for",
+                     "retry", "maintain", "policies"}, {});
 
   suite.name = r.string_field(t, "name", {}, true);
   static const std::regex name_re("[A-Za-z0-9][A-Za-z0-9_.-]*");
@@ -485,6 +596,10 @@ Suite load_suite(const std::string& path, const SuiteLoadOptions& options) {
   int check = r.get(t, "check");
   if (!lua_isnil(L, check)) r.expect(check, LUA_TFUNCTION, {"check"}, "a function(cell, response)");
   suite.has_check = !lua_isnil(L, check);
+  lua_pop(L, 1);
+  int key_for = r.get(t, "key_for");
+  if (!lua_isnil(L, key_for)) r.expect(key_for, LUA_TFUNCTION, {"key_for"}, "a function(cell, keys) returning a key id");
+  suite.has_key_for = !lua_isnil(L, key_for);
   lua_pop(L, 1);
 
   int retry = r.get(t, "retry");

@@ -18,7 +18,7 @@ KeyPool pool_for(uint32_t models, int limit, int keys = 1) {
   KeyPool pool;
   for (int k = 0; k < keys; ++k) {
     uint32_t key = pool.add_key("k" + std::to_string(k), 0);
-    for (uint32_t m = 0; m < models; ++m) pool.add_slot(key, m, limit);
+    for (uint32_t m = 0; m < models; ++m) pool.add_slot(key, m, SlotLimits{limit});
   }
   return pool;
 }
@@ -41,6 +41,14 @@ std::vector<Launch> take(Dispatcher& d, TimePoint now, size_t max) {
   std::vector<Launch> out;
   for (uint32_t i : d.take_launches(now, max)) out.push_back(Launch{i, d.task(i).slot, d.task(i).attempt_model});
   return out;
+}
+
+void rate_limited(Dispatcher& d, int slot, double retry_after_s, TimePoint now) {
+  SlotFeedback f;
+  f.status = 429;
+  f.rate_limited = true;
+  f.retry_after_s = retry_after_s;
+  d.slot_result(slot, f, 0, now);
 }
 
 std::set<uint32_t> task_set(const std::vector<Launch>& launches) {
@@ -84,7 +92,7 @@ TEST(Dispatcher, LimitsAreRespected) {
   TimePoint now = SteadyClock::now();
   auto launches = take(d, now, 100);
   EXPECT_EQ(launches.size(), 4u);
-  for (const auto& s : d.pool().slots()) EXPECT_LE(s.in_flight, s.limit);
+  for (const auto& s : d.pool().slots()) EXPECT_LE(s.in_flight, s.limits.concurrency);
   EXPECT_EQ(d.counters().in_flight, 4u);
   EXPECT_EQ(d.counters().waiting, 6u);
   EXPECT_TRUE(take(d, now, 100).empty());
@@ -313,8 +321,8 @@ TEST(Dispatcher, NextWakeup) {
   // All slots cooling, a task ready: wake when the first cooldown ends.
   Dispatcher c(pool_for(1, 1, 2), 0);  // two keys
   c.add_task(task("x", 0));
-  c.cool_down(0, now + seconds(4));
-  c.cool_down(1, now + seconds(2));
+  rate_limited(c, 0, 4, now);
+  rate_limited(c, 1, 2, now);
   EXPECT_TRUE(take(c, now, 100).empty());
   EXPECT_EQ(c.next_wakeup(now), now + seconds(2));
   // A retry due earlier than that wins.
@@ -325,8 +333,8 @@ TEST(Dispatcher, NextWakeup) {
   ASSERT_EQ(later.size(), 1u);
   c.release(later[0].slot);
   c.retry_at(later[0].task, now + seconds(1) + seconds(2));
-  c.cool_down(0, now + seconds(10));
-  c.cool_down(1, now + seconds(10));
+  rate_limited(c, 0, 10, now);
+  rate_limited(c, 1, 10, now);
   EXPECT_EQ(c.next_wakeup(now + seconds(2)), now + seconds(3));
 
   // Full but not cooling: the next completion wakes the loop, not a timer.

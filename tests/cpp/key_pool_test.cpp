@@ -10,6 +10,15 @@
 namespace shepherd {
 namespace {
 
+// A 429 with Retry-After: the way a slot comes to cool down.
+void rate_limited(KeyPool& pool, int slot, double retry_after_s, TimePoint now) {
+  SlotFeedback f;
+  f.status = 429;
+  f.rate_limited = true;
+  f.retry_after_s = retry_after_s;
+  pool.on_result(slot, f, 0, now);
+}
+
 using std::chrono::seconds;
 
 TEST(KeyPool, KeysAndSlotsAreIndexed) {
@@ -18,22 +27,22 @@ TEST(KeyPool, KeysAndSlotsAreIndexed) {
   EXPECT_EQ(pool.add_key("k1", 1), 1u);
   EXPECT_EQ(pool.key(1).id, "k1");
   EXPECT_EQ(pool.key(1).provider, 1u);
-  EXPECT_EQ(pool.add_slot(0, 0, 2), 0);
-  EXPECT_EQ(pool.add_slot(1, 3, 5), 1);  // model indices need not be dense
+  EXPECT_EQ(pool.add_slot(0, 0, SlotLimits{2}), 0);
+  EXPECT_EQ(pool.add_slot(1, 3, SlotLimits{5}), 1);  // model indices need not be dense
   EXPECT_EQ(pool.slot(1).key, 1u);
   EXPECT_EQ(pool.slot(1).model, 3u);
-  EXPECT_EQ(pool.slot(1).limit, 5);
+  EXPECT_EQ(pool.slot(1).limits.concurrency, 5);
   EXPECT_EQ(pool.slots().size(), 2u);
-  EXPECT_EQ(pool.add_slot(0, 1, 0), 2);
-  EXPECT_EQ(pool.slot(2).limit, 1);  // a limit below 1 still lets one through
+  EXPECT_EQ(pool.add_slot(0, 1, SlotLimits{0}), 2);
+  EXPECT_EQ(pool.slot(2).limits.concurrency, 1);  // a limit below 1 still lets one through
 }
 
 TEST(KeyPool, LimitsHoldPerKeyAndModel) {
   KeyPool pool;
   uint32_t k0 = pool.add_key("k0", 0), k1 = pool.add_key("k1", 0);
-  pool.add_slot(k0, 0, 2);
-  pool.add_slot(k1, 0, 1);
-  pool.add_slot(k0, 1, 1);
+  pool.add_slot(k0, 0, SlotLimits{2});
+  pool.add_slot(k1, 0, SlotLimits{1});
+  pool.add_slot(k0, 1, SlotLimits{1});
   TimePoint now = SteadyClock::now();
 
   EXPECT_EQ(pool.capacity(0), 3);
@@ -47,7 +56,7 @@ TEST(KeyPool, LimitsHoldPerKeyAndModel) {
   }
   EXPECT_EQ(pool.acquire(0, now), -1);  // model 0 is full on both keys
   EXPECT_EQ(pool.in_flight(0), 3);
-  for (const auto& s : pool.slots()) EXPECT_LE(s.in_flight, s.limit);
+  for (const auto& s : pool.slots()) EXPECT_LE(s.in_flight, s.limits.concurrency);
 
   // k0 is full for model 0, not for model 1.
   int m1 = pool.acquire(1, now);
@@ -65,7 +74,7 @@ TEST(KeyPool, LimitsHoldPerKeyAndModel) {
 
 TEST(KeyPool, UnknownModelAndExtraReleases) {
   KeyPool pool;
-  pool.add_slot(pool.add_key("k", 0), 0, 1);
+  pool.add_slot(pool.add_key("k", 0), 0, SlotLimits{1});
   TimePoint now = SteadyClock::now();
   EXPECT_EQ(pool.acquire(7, now), -1);
   EXPECT_EQ(pool.capacity(7), 0);
@@ -81,31 +90,26 @@ TEST(KeyPool, UnknownModelAndExtraReleases) {
 
 TEST(KeyPool, AcquirePicksTheMostHeadroom) {
   KeyPool pool;
-  int a = pool.add_slot(pool.add_key("a", 0), 0, 5);
-  int b = pool.add_slot(pool.add_key("b", 0), 0, 4);
+  int a = pool.add_slot(pool.add_key("a", 0), 0, SlotLimits{5});
+  int b = pool.add_slot(pool.add_key("b", 0), 0, SlotLimits{3});
   TimePoint now = SteadyClock::now();
-
-  // Hold b back for a moment so that a fills up to 3 in flight (headroom 2).
-  pool.cool_down(b, now + seconds(1));
-  for (int i = 0; i < 3; ++i) EXPECT_EQ(pool.acquire(0, now), a);
-  TimePoint later = now + seconds(2);
-  // Now b has headroom 4, a has 2: b wins whatever the rotation says.
-  EXPECT_EQ(pool.acquire(0, later), b);  // b: 3 left
-  EXPECT_EQ(pool.acquire(0, later), b);  // b: 2 left, a: 2 left
-  EXPECT_EQ(pool.slot(a).in_flight, 3);
-  EXPECT_EQ(pool.slot(b).in_flight, 2);
-  // From here on the two alternate as their headroom stays level.
-  std::map<int, int> used;
-  for (int i = 0; i < 4; ++i) ++used[pool.acquire(0, later)];
-  EXPECT_EQ(used[a], 2);
-  EXPECT_EQ(used[b], 2);
-  EXPECT_EQ(pool.acquire(0, later), -1);
+  // Each grant goes to a slot with at least as much room as the other.
+  for (int i = 0; i < 8; ++i) {
+    int room_a = 5 - pool.slot(a).in_flight;
+    int room_b = 3 - pool.slot(b).in_flight;
+    int got = pool.acquire(0, now);
+    ASSERT_GE(got, 0);
+    EXPECT_GE(got == a ? room_a : room_b, got == a ? room_b : room_a) << "grant " << i;
+  }
+  EXPECT_EQ(pool.slot(a).in_flight, 5);
+  EXPECT_EQ(pool.slot(b).in_flight, 3);
+  EXPECT_EQ(pool.acquire(0, now), -1);
 }
 
 TEST(KeyPool, TiesAreSpreadAcrossKeys) {
   KeyPool pool;
   std::vector<int> slots;
-  for (const char* id : {"k0", "k1", "k2"}) slots.push_back(pool.add_slot(pool.add_key(id, 0), 0, 10));
+  for (const char* id : {"k0", "k1", "k2"}) slots.push_back(pool.add_slot(pool.add_key(id, 0), 0, SlotLimits{10}));
   TimePoint now = SteadyClock::now();
   std::map<int, int> used;
   for (int i = 0; i < 300; ++i) {
@@ -124,11 +128,11 @@ TEST(KeyPool, TiesAreSpreadAcrossKeys) {
 
 TEST(KeyPool, CooldownSidelinesOneSlotUntilItsTime) {
   KeyPool pool;
-  int cooled = pool.add_slot(pool.add_key("k0", 0), 0, 2);
-  int other = pool.add_slot(pool.add_key("k1", 0), 0, 2);
+  int cooled = pool.add_slot(pool.add_key("k0", 0), 0, SlotLimits{2});
+  int other = pool.add_slot(pool.add_key("k1", 0), 0, SlotLimits{2});
   TimePoint now = SteadyClock::now();
   TimePoint until = now + seconds(30);
-  pool.cool_down(cooled, until);
+  rate_limited(pool, cooled, std::chrono::duration<double>(until - now).count(), now);
 
   // Only the other key serves, up to its limit, however often we ask.
   for (int i = 0; i < 10; ++i) {
@@ -144,22 +148,22 @@ TEST(KeyPool, CooldownSidelinesOneSlotUntilItsTime) {
   EXPECT_EQ(pool.acquire(0, until), cooled);
 
   // A shorter cooldown never shortens a longer one.
-  pool.cool_down(other, now + seconds(60));
-  pool.cool_down(other, now + seconds(5));
+  rate_limited(pool, other, 60, now);
+  rate_limited(pool, other, 5, now);
   EXPECT_EQ(pool.slot(other).cooldown_until, now + seconds(60));
 }
 
 TEST(KeyPool, NextReady) {
   KeyPool pool;
-  int a = pool.add_slot(pool.add_key("a", 0), 0, 1);
-  int b = pool.add_slot(pool.add_key("b", 0), 0, 1);
+  int a = pool.add_slot(pool.add_key("a", 0), 0, SlotLimits{1});
+  int b = pool.add_slot(pool.add_key("b", 0), 0, SlotLimits{1});
   TimePoint now = SteadyClock::now();
   EXPECT_EQ(pool.next_ready(0, now), now);
 
-  pool.cool_down(a, now + seconds(5));
+  rate_limited(pool, a, 5, now);
   EXPECT_EQ(pool.next_ready(0, now), now);  // b is ready
 
-  pool.cool_down(b, now + seconds(3));
+  rate_limited(pool, b, 3, now);
   EXPECT_EQ(pool.next_ready(0, now), now + seconds(3));  // the earliest end
   EXPECT_EQ(pool.next_ready(0, now + seconds(3)), now + seconds(3));
   EXPECT_EQ(pool.next_ready(0, now + seconds(4)), now + seconds(4));  // b is back
@@ -175,9 +179,9 @@ TEST(KeyPool, NextReady) {
 TEST(KeyPool, CapacityAndInFlight) {
   KeyPool pool;
   uint32_t k0 = pool.add_key("k0", 0), k1 = pool.add_key("k1", 1);
-  pool.add_slot(k0, 0, 4);
-  pool.add_slot(k1, 0, 6);
-  pool.add_slot(k1, 1, 3);
+  pool.add_slot(k0, 0, SlotLimits{4});
+  pool.add_slot(k1, 0, SlotLimits{6});
+  pool.add_slot(k1, 1, SlotLimits{3});
   TimePoint now = SteadyClock::now();
   EXPECT_EQ(pool.capacity(0), 10);
   EXPECT_EQ(pool.capacity(1), 3);
@@ -189,6 +193,93 @@ TEST(KeyPool, CapacityAndInFlight) {
   for (int s : held) pool.release(s);
   EXPECT_EQ(pool.in_flight(0), 0);
   EXPECT_EQ(pool.capacity(0), 10);  // capacity does not move with use
+}
+
+}  // namespace
+}  // namespace shepherd
+
+namespace shepherd {
+namespace {
+
+TEST(KeyPool, SlowStartSendsOneThenFillsUpOnceAnAnswerCame) {
+  KeyPool pool(/*slow_start=*/true);
+  int a = pool.add_slot(pool.add_key("a", 0), 0, SlotLimits{8});
+  int configured = pool.add_slot(pool.add_key("b", 0), 1, SlotLimits{8, 600, 0});
+  TimePoint now = SteadyClock::now();
+  EXPECT_EQ(pool.acquire(0, now), a);
+  EXPECT_EQ(pool.acquire(0, now), -1) << "no limit known yet: one at a time";
+  EXPECT_EQ(pool.acquire(1, now), configured) << "a configured rpm needs no probing";
+  SlotFeedback ok;
+  ok.status = 200;
+  pool.on_result(a, ok, 0, now);
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(pool.acquire(0, now), a) << i;
+}
+
+TEST(KeyPool, A401DisablesTheKeyForTheRun) {
+  KeyPool pool;
+  uint32_t bad = pool.add_key("bad", 0);
+  int s1 = pool.add_slot(bad, 0, SlotLimits{2});
+  int s2 = pool.add_slot(bad, 1, SlotLimits{2});
+  int good = pool.add_slot(pool.add_key("good", 0), 0, SlotLimits{2});
+  TimePoint now = SteadyClock::now();
+  SlotFeedback rejected;
+  rejected.status = 401;
+  rejected.auth_failed = true;
+  auto events = pool.on_result(s1, rejected, 0, now);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].kind, "key_disabled");
+  EXPECT_EQ(events[0].detail["key"], "bad");
+  EXPECT_EQ(pool.acquire(0, now), good);
+  EXPECT_EQ(pool.acquire(1, now), -1) << "the key is out for every model";
+  EXPECT_FALSE(pool.model_usable(1));
+  EXPECT_TRUE(pool.model_usable(0));
+  EXPECT_EQ(pool.usable_slots(0, -1), 1);
+  (void)s2;
+}
+
+TEST(KeyPool, QuotaParksOneSlotAndBreakersOpenAfterFailures) {
+  KeyPool pool;
+  int a = pool.add_slot(pool.add_key("a", 0), 0, SlotLimits{4});
+  int b = pool.add_slot(pool.add_key("b", 0), 0, SlotLimits{4});
+  TimePoint now = SteadyClock::now();
+  SlotFeedback quota;
+  quota.status = 429;
+  quota.quota_exhausted = true;
+  EXPECT_EQ(pool.on_result(a, quota, 0, now)[0].kind, "quota_parked");
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(pool.acquire(0, now), b);
+  EXPECT_EQ(pool.usable_slots(0, b), 0);
+
+  SlotFeedback error;
+  error.status = 503;
+  std::vector<PoolEvent> events;
+  for (int i = 0; i < 4; ++i) {
+    auto e = pool.on_result(b, error, 0, now);
+    events.insert(events.end(), e.begin(), e.end());
+  }
+  EXPECT_EQ(pool.slot(b).breaker.state(), CircuitBreaker::State::closed) << "four failures: still closed";
+  pool.acquire(0, now);
+  auto opened = pool.on_result(b, error, 0, now);
+  ASSERT_FALSE(opened.empty());
+  EXPECT_EQ(opened[0].kind, "breaker");
+  EXPECT_EQ(opened[0].detail["state"], "open");
+  EXPECT_EQ(pool.acquire(0, now), -1) << "open: nothing goes to b";
+  EXPECT_GT(pool.next_ready(0, now), now);
+}
+
+TEST(KeyPool, ConfiguredRpmIsSpreadEvenly) {
+  KeyPool pool;
+  int a = pool.add_slot(pool.add_key("a", 0), 0, SlotLimits{100, 600, 0});  // 10/s, paced at 9.5/s
+  TimePoint now = SteadyClock::now();
+  int granted = 0;
+  for (int ms = 0; ms < 10'000; ms += 10) {
+    TimePoint t = now + std::chrono::milliseconds(ms);
+    while (pool.acquire(0, t) == a) {
+      ++granted;
+      pool.release(a);
+    }
+  }
+  EXPECT_GE(granted, 90);
+  EXPECT_LE(granted, 97);
 }
 
 }  // namespace
