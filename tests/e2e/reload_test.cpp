@@ -26,8 +26,8 @@ double now_unix() {
 }  // namespace
 
 TEST(Reload, EditsTakeEffectBrokenEditsAreRefusedSighupForces) {
-  // Every answer is a 500, so every task is decided by the retry policy at once.
-  Mock mock(nlohmann::json{{"latency", 20}, {"faults", {{"error_500", 1.0}}}});
+  // Every answer is malformed, so every task is decided by the retry policy at once.
+  Mock mock(nlohmann::json{{"latency", 20}, {"faults", {{"malformed", 1.0}}}});
   TempDir dir;
   std::string policy = dir.write("decide.lua", give_up_with("V1"));
   SuiteSpec s = suite_at(mock.base_url());
@@ -84,7 +84,7 @@ TEST(Reload, EditsTakeEffectBrokenEditsAreRefusedSighupForces) {
   for (const auto& v : st["policy_versions"]) {
     attempts += v["attempts"].get<int>();
     EXPECT_EQ(v["decisions"]["fail"], v["attempts"]);
-    EXPECT_EQ(v["classes"]["server_error"], v["attempts"]);
+    EXPECT_EQ(v["classes"]["bad_response"], v["attempts"]);
   }
   EXPECT_EQ(attempts, 700);
 }
