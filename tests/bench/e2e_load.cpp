@@ -1,6 +1,7 @@
 // The whole engine under load: the real binary against the real mock on
 // 127.0.0.1, zero latency, no faults, every result committed.
 //   e2e_load [--tasks N] [--keys K] [--concurrency C] [--workers W] [--inflight-tasks M]
+// Defaults: 8 keys x 4 models, 16 in flight per (key, model).
 // Prints tasks/s, CPU µs per task and peak RSS; then holds M requests in
 // flight at once against a slow mock and prints the peak RSS of that.
 #include <cstdio>
@@ -36,8 +37,8 @@ std::string suite_text(const std::string& base_url, long tasks, int keys, long c
 
 int main(int argc, char** argv) {
   long tasks = arg(argc, argv, "--tasks", 50000);
-  int keys = static_cast<int>(arg(argc, argv, "--keys", 2));
-  long concurrency = arg(argc, argv, "--concurrency", 64);
+  int keys = static_cast<int>(arg(argc, argv, "--keys", 8));
+  long concurrency = arg(argc, argv, "--concurrency", 16);
   long workers = arg(argc, argv, "--workers", 1);
   long inflight = arg(argc, argv, "--inflight-tasks", 10000);
   TempDir dir;

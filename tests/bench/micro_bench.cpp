@@ -5,7 +5,10 @@
 
 #include <filesystem>
 
+#include <mutex>
+
 #include "engine/response_parser.h"
+#include "keys/key_pool.h"
 #include "lua/api.h"
 #include "lua/lua_json.h"
 #include "policy/policy_set.h"
@@ -126,3 +129,31 @@ BENCHMARK(BM_WriterCommit)->Arg(10000)->Unit(benchmark::kMillisecond)->UseRealTi
 }  // namespace
 
 BENCHMARK_MAIN();
+
+namespace {
+
+// The key pool's hot path under contention: workers acquire and release
+// slots behind the dispatcher's one lock (8 keys x 4 models, as in e2e_load).
+void BM_KeyPoolAcquireRelease(benchmark::State& state) {
+  static KeyPool pool;
+  static std::mutex mutex;
+  if (state.thread_index() == 0) {
+    pool = KeyPool();
+    for (int k = 0; k < 8; ++k) {
+      uint32_t key = pool.add_key("k" + std::to_string(k), 0);
+      for (uint32_t m = 0; m < 4; ++m) pool.add_slot(key, m, SlotLimits{64, 0, 0});
+    }
+  }
+  uint32_t model = static_cast<uint32_t>(state.thread_index()) % 4;
+  SlotFeedback ok;
+  ok.status = 200;
+  for (auto _ : state) {
+    TimePoint now = SteadyClock::now();
+    std::lock_guard lock(mutex);
+    int slot = pool.acquire(model, now);
+    if (slot >= 0) pool.on_result(slot, ok, 0, now);
+  }
+}
+BENCHMARK(BM_KeyPoolAcquireRelease)->Threads(1)->Threads(2)->Threads(4);
+
+}  // namespace
