@@ -124,6 +124,7 @@ int KeyPool::acquire(uint32_t model, TimePoint now, int preferred_key) {
   s.requests.try_take(now);
   s.rate.on_request(now);
   s.breaker.on_admitted();
+  endpoints_[s.endpoint].on_admitted();
   s.sent_last_minute(now);
   ++s.per_second[static_cast<size_t>(seconds_of(now) % 60)];
   return best;
@@ -136,13 +137,20 @@ void KeyPool::reserve_tokens(int slot, double tokens, TimePoint now) {
 
 void KeyPool::release(int slot) {
   KeySlot& s = slots_[static_cast<size_t>(slot)];
+  free_slot(s);
+  // No outcome: a half-open breaker's probe place goes back, or it would wait forever.
+  s.breaker.on_abandoned();
+  endpoints_[s.endpoint].on_abandoned();
+}
+
+void KeyPool::free_slot(KeySlot& s) {
   if (s.in_flight > 0) --s.in_flight;
 }
 
 std::vector<PoolEvent> KeyPool::on_result(int slot, const SlotFeedback& f, double tokens_reserved, TimePoint now) {
   std::vector<PoolEvent> events;
   KeySlot& s = slots_[static_cast<size_t>(slot)];
-  release(slot);
+  free_slot(s);
   PoolKey& key = keys_[s.key];
   auto detail = [&](nlohmann::json extra) {
     extra["key"] = key.id;

@@ -104,6 +104,7 @@ class KeyPool {
 
  private:
   bool eligible(KeySlot& s, TimePoint now);
+  void free_slot(KeySlot& s);
   void update_pacing(KeySlot& s, TimePoint now);
 
   std::vector<PoolKey> keys_;

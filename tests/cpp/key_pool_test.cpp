@@ -284,3 +284,24 @@ TEST(KeyPool, ConfiguredRpmIsSpreadEvenly) {
 
 }  // namespace
 }  // namespace shepherd
+
+namespace shepherd {
+namespace {
+
+TEST(KeyPool, ACancelledProbeGivesItsPlaceBack) {
+  KeyPool pool;
+  int a = pool.add_slot(pool.add_key("a", 0), 0, SlotLimits{4});
+  TimePoint now = SteadyClock::now();
+  SlotFeedback error;
+  error.status = 500;
+  for (int i = 0; i < 5; ++i) pool.on_result(a, error, 0, now);
+  ASSERT_EQ(pool.slot(a).breaker.state(), CircuitBreaker::State::open);
+  TimePoint later = now + std::chrono::seconds(6);
+  EXPECT_EQ(pool.acquire(0, later), a);    // the half-open probe
+  EXPECT_EQ(pool.acquire(0, later), -1);   // one probe at a time
+  pool.release(a);                         // cancelled: no outcome
+  EXPECT_EQ(pool.acquire(0, later), a) << "the probe's place came back";
+}
+
+}  // namespace
+}  // namespace shepherd
