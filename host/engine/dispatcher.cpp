@@ -102,7 +102,7 @@ void Dispatcher::reserve_tokens(int slot, double tokens, TimePoint now) {
 
 int Dispatcher::usable_slots(uint32_t model, int except_slot) const {
   std::lock_guard lock(mutex_);
-  return pool_.usable_slots(model, except_slot);
+  return pool_.usable_slots(model, except_slot, SteadyClock::now());
 }
 
 nlohmann::json Dispatcher::pool_snapshot(TimePoint now, const std::vector<std::string>& model_names) {

@@ -1,6 +1,7 @@
 #include "keys/key_pool.h"
 
 #include <algorithm>
+#include <cmath>
 #include <ctime>
 
 namespace shepherd {
@@ -79,8 +80,12 @@ int KeyPool::add_slot(uint32_t key, uint32_t model, const SlotLimits& limits, ui
 void KeyPool::update_pacing(KeySlot& s, TimePoint now) {
   double rate = s.rate.rate_per_second();
   if (rate != s.requests.rate()) s.requests.set_rate(rate, kRequestBurst, now);
-  double tps = s.limits.tpm / 60.0;
-  if (tps > 0 && s.tokens.unlimited()) s.tokens.set_rate(tps * 0.95, tps * kTokenBurstSeconds, now);
+  // Tokens: the configured tpm (with the same 5% margin) or what the
+  // provider's -tokens headers say remains, whichever is lower.
+  double tps = s.limits.tpm > 0 ? s.limits.tpm / 60.0 * 0.95 : 0;
+  double learned = s.rate.token_rate_per_second();
+  if (learned > 0) tps = tps > 0 ? std::min(tps, learned) : learned;
+  if (tps > 0 && std::abs(tps - s.tokens.rate()) > 1e-9) s.tokens.set_rate(tps, tps * kTokenBurstSeconds, now);
 }
 
 bool KeyPool::eligible(KeySlot& s, TimePoint now) {
@@ -122,6 +127,9 @@ int KeyPool::acquire(uint32_t model, TimePoint now, int preferred_key) {
   ++s.in_flight;
   ++s.granted;
   s.requests.try_take(now);
+  // The request is not built yet: reserve what the last one needed, so that
+  // a batch of grants cannot overrun a token budget; reserve_tokens() corrects it.
+  if (!s.tokens.unlimited()) s.tokens.charge(s.token_estimate, now);
   s.rate.on_request(now);
   s.breaker.on_admitted();
   endpoints_[s.endpoint].on_admitted();
@@ -132,7 +140,12 @@ int KeyPool::acquire(uint32_t model, TimePoint now, int preferred_key) {
 
 void KeyPool::reserve_tokens(int slot, double tokens, TimePoint now) {
   KeySlot& s = slots_[static_cast<size_t>(slot)];
-  if (!s.tokens.unlimited()) s.tokens.charge(tokens, now);
+  if (!s.tokens.unlimited()) {
+    double diff = tokens - s.token_estimate;
+    if (diff > 0) s.tokens.charge(diff, now);
+    if (diff < 0) s.tokens.give_back(-diff, now);
+  }
+  s.token_estimate = tokens;
 }
 
 void KeyPool::release(int slot) {
@@ -185,7 +198,12 @@ std::vector<PoolEvent> KeyPool::on_result(int slot, const SlotFeedback& f, doubl
   bool success = !failure && f.status >= 200 && f.status < 300;
   CircuitBreaker& endpoint = endpoints_[s.endpoint];
   for (auto [breaker, scope] : {std::pair{&s.breaker, "slot"}, std::pair{&endpoint, "endpoint"}}) {
-    bool changed = failure ? breaker->on_failure(now) : success ? breaker->on_success(now) : false;
+    if (!failure && !success) {
+      // A 4xx or 429 says nothing about the endpoint's health: a probe's place goes back.
+      breaker->on_abandoned();
+      continue;
+    }
+    bool changed = failure ? breaker->on_failure(now) : breaker->on_success(now);
     if (changed) {
       events.push_back({"breaker", detail({{"scope", scope}, {"state", to_string(breaker->state())},
                                            {"endpoint", s.endpoint}})});
@@ -219,12 +237,12 @@ bool KeyPool::model_usable(uint32_t model) const {
   return false;
 }
 
-int KeyPool::usable_slots(uint32_t model, int except_slot) const {
+int KeyPool::usable_slots(uint32_t model, int except_slot, TimePoint now) const {
   int n = 0;
   if (model < by_model_.size()) {
     for (int index : by_model_[model]) {
       const KeySlot& s = slots_[static_cast<size_t>(index)];
-      if (index != except_slot && !keys_[s.key].disabled && s.parked_until == TimePoint{}) ++n;
+      if (index != except_slot && !keys_[s.key].disabled && s.parked_until <= now) ++n;
     }
   }
   return n;

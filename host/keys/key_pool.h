@@ -57,6 +57,7 @@ struct KeySlot {
   TimePoint parked_until{};
   uint64_t granted = 0;
   uint64_t rate_limited = 0;  // 429s seen
+  double token_estimate = 512;  // what the last request reserved
   // Requests sent in each of the last 60 seconds: the rpm actually used.
   std::array<uint32_t, 60> per_second{};
   int64_t last_second = 0;
@@ -93,7 +94,7 @@ class KeyPool {
   // room in flight (cooldown, pacing, breaker, parking); `now` if one is ready.
   TimePoint next_ready(uint32_t model, TimePoint now) const;
   bool model_usable(uint32_t model) const;  // some slot neither disabled nor parked for the rest of the run
-  int usable_slots(uint32_t model, int except_slot) const;
+  int usable_slots(uint32_t model, int except_slot, TimePoint now) const;
   int capacity(uint32_t model) const;
   int in_flight(uint32_t model) const;
   nlohmann::json snapshot(TimePoint now, const std::vector<std::string>& model_names);

@@ -233,7 +233,7 @@ TEST(KeyPool, A401DisablesTheKeyForTheRun) {
   EXPECT_EQ(pool.acquire(1, now), -1) << "the key is out for every model";
   EXPECT_FALSE(pool.model_usable(1));
   EXPECT_TRUE(pool.model_usable(0));
-  EXPECT_EQ(pool.usable_slots(0, -1), 1);
+  EXPECT_EQ(pool.usable_slots(0, -1, now), 1);
   (void)s2;
 }
 
@@ -247,7 +247,7 @@ TEST(KeyPool, QuotaParksOneSlotAndBreakersOpenAfterFailures) {
   quota.quota_exhausted = true;
   EXPECT_EQ(pool.on_result(a, quota, 0, now)[0].kind, "quota_parked");
   for (int i = 0; i < 4; ++i) EXPECT_EQ(pool.acquire(0, now), b);
-  EXPECT_EQ(pool.usable_slots(0, b), 0);
+  EXPECT_EQ(pool.usable_slots(0, b, now), 0);
 
   SlotFeedback error;
   error.status = 503;
@@ -301,6 +301,51 @@ TEST(KeyPool, ACancelledProbeGivesItsPlaceBack) {
   EXPECT_EQ(pool.acquire(0, later), -1);   // one probe at a time
   pool.release(a);                         // cancelled: no outcome
   EXPECT_EQ(pool.acquire(0, later), a) << "the probe's place came back";
+}
+
+}  // namespace
+}  // namespace shepherd
+
+namespace shepherd {
+namespace {
+
+TEST(KeyPool, AProbeAnsweredWithA429DoesNotWedgeTheBreaker) {
+  KeyPool pool;
+  int a = pool.add_slot(pool.add_key("a", 0), 0, SlotLimits{4});
+  TimePoint now = SteadyClock::now();
+  SlotFeedback error;
+  error.status = 500;
+  for (int i = 0; i < 5; ++i) pool.on_result(a, error, 0, now);
+  TimePoint later = now + std::chrono::seconds(6);
+  ASSERT_EQ(pool.acquire(0, later), a);  // the probe
+  SlotFeedback limited;
+  limited.status = 429;
+  limited.rate_limited = true;
+  limited.retry_after_s = 1;
+  pool.on_result(a, limited, 0, later);
+  EXPECT_EQ(pool.acquire(0, later + std::chrono::seconds(2)), a) << "after the cooldown, another probe may go";
+}
+
+TEST(KeyPool, TokenBudgetsHoldBeforeRequestsAreBuilt) {
+  KeyPool pool;
+  // 6,000 tokens a minute: 95/s with a burst of three seconds' worth.
+  int a = pool.add_slot(pool.add_key("a", 0), 0, SlotLimits{100, 0, 6000});
+  TimePoint now = SteadyClock::now();
+  int granted = 0;
+  for (int ms = 0; ms < 10'000; ms += 10) {
+    TimePoint t = now + std::chrono::milliseconds(ms);
+    while (pool.acquire(0, t) == a) {
+      ++granted;
+      pool.reserve_tokens(a, 500, t);
+      SlotFeedback ok;
+      ok.status = 200;
+      ok.tokens_used = 500;
+      pool.on_result(a, ok, 500, t);
+    }
+  }
+  // 10 s of 95 tokens/s at 500 a request: about 2, plus the first grants.
+  EXPECT_LE(granted, 4);
+  EXPECT_GE(granted, 1);
 }
 
 }  // namespace
