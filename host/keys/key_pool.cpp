@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 #include <ctime>
 
 namespace shepherd {
@@ -90,6 +91,14 @@ void KeyPool::update_pacing(KeySlot& s, TimePoint now) {
 
 bool KeyPool::eligible(KeySlot& s, TimePoint now) {
   if (keys_[s.key].disabled || s.parked_until > now || s.cooldown_until > now) return false;
+  // An open breaker whose wait is over turns half-open here: that is a change too.
+  CircuitBreaker& endpoint = endpoints_[s.endpoint];
+  for (auto [breaker, scope] : {std::pair{&s.breaker, "slot"}, std::pair{&endpoint, "endpoint"}}) {
+    if (breaker->refresh(now)) {
+      pending_events_.push_back({"breaker", {{"key", keys_[s.key].id}, {"scope", scope}, {"endpoint", s.endpoint},
+                                             {"state", std::string(to_string(breaker->state()))}}});
+    }
+  }
   int room = s.limits.concurrency;
   // What the provider says is left this window bounds what may be in flight.
   if (auto remaining = s.rate.remaining_requests(now)) room = std::min(room, std::max(1, static_cast<int>(*remaining)));
@@ -161,7 +170,7 @@ void KeyPool::free_slot(KeySlot& s) {
 }
 
 std::vector<PoolEvent> KeyPool::on_result(int slot, const SlotFeedback& f, double tokens_reserved, TimePoint now) {
-  std::vector<PoolEvent> events;
+  std::vector<PoolEvent> events = std::exchange(pending_events_, {});
   KeySlot& s = slots_[static_cast<size_t>(slot)];
   free_slot(s);
   PoolKey& key = keys_[s.key];

@@ -115,6 +115,7 @@ class KeyPool {
   std::vector<size_t> rotation_;  // spreads ties across keys
   std::vector<CircuitBreaker> endpoints_;
   bool slow_start_ = false;
+  std::vector<PoolEvent> pending_events_;  // changes seen in acquire, handed out by the next on_result
 };
 
 }  // namespace shepherd

@@ -326,6 +326,24 @@ TEST(KeyPool, AProbeAnsweredWithA429DoesNotWedgeTheBreaker) {
   EXPECT_EQ(pool.acquire(0, later + std::chrono::seconds(2)), a) << "after the cooldown, another probe may go";
 }
 
+TEST(KeyPool, HalfOpenIsAnEventToo) {
+  KeyPool pool;
+  int a = pool.add_slot(pool.add_key("a", 0), 0, SlotLimits{4});
+  TimePoint now = SteadyClock::now();
+  SlotFeedback error;
+  error.status = 500;
+  for (int i = 0; i < 5; ++i) pool.on_result(a, error, 0, now);
+  TimePoint later = now + std::chrono::seconds(6);
+  ASSERT_EQ(pool.acquire(0, later), a);
+  SlotFeedback ok;
+  ok.status = 200;
+  auto events = pool.on_result(a, ok, 0, later);
+  std::vector<std::string> states;
+  for (const auto& e : events)
+    if (e.kind == "breaker" && e.detail["scope"] == "slot") states.push_back(e.detail["state"]);
+  EXPECT_EQ(states, (std::vector<std::string>{"half_open", "closed"}));
+}
+
 TEST(KeyPool, TokenBudgetsHoldBeforeRequestsAreBuilt) {
   KeyPool pool;
   // 6,000 tokens a minute: 95/s with a burst of three seconds' worth.
