@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include <ctime>
+
 namespace shepherd {
 namespace {
 
@@ -364,6 +366,33 @@ TEST(KeyPool, TokenBudgetsHoldBeforeRequestsAreBuilt) {
   // 10 s of 95 tokens/s at 500 a request: about 2, plus the first grants.
   EXPECT_LE(granted, 4);
   EXPECT_GE(granted, 1);
+}
+
+}  // namespace
+}  // namespace shepherd
+
+namespace shepherd {
+namespace {
+
+TEST(KeyPool, QuotaParksUntilTheStatedResetTime) {
+  // quota_resets two minutes from now (UTC, to the minute).
+  std::time_t wall = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&wall, &tm);
+  int reset_minute = (tm.tm_hour * 60 + tm.tm_min + 2) % (24 * 60);
+  double expected_s = 120 - tm.tm_sec;
+  KeyPool pool;
+  int a = pool.add_slot(pool.add_key("a", 0), 0, SlotLimits{4}, 0, reset_minute);
+  TimePoint now = SteadyClock::now();
+  SlotFeedback quota;
+  quota.status = 403;
+  quota.quota_exhausted = true;
+  pool.on_result(a, quota, 0, now);
+  double parked_s = std::chrono::duration<double>(pool.slot(a).parked_until - now).count();
+  EXPECT_NEAR(parked_s, expected_s, 2.0);
+  EXPECT_EQ(pool.acquire(0, now + std::chrono::seconds(30)), -1);
+  EXPECT_TRUE(pool.model_usable(0)) << "parked, not out for the run";
+  EXPECT_EQ(pool.acquire(0, pool.slot(a).parked_until + std::chrono::seconds(1)), a) << "back after the reset";
 }
 
 }  // namespace
