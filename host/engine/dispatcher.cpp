@@ -4,6 +4,10 @@
 
 namespace shepherd {
 
+namespace {
+constexpr size_t kLookAhead = 256;
+}  // namespace
+
 Dispatcher::Dispatcher(KeyPool pool, uint32_t current_model)
     : pool_(std::move(pool)), current_model_(current_model) {}
 
@@ -46,15 +50,23 @@ std::vector<uint32_t> Dispatcher::take_launches(TimePoint now, size_t max) {
   for (size_t q = 0; q < ready_.size(); ++q) {
     auto& queue = ready_[q];
     if (q == 0 && !resource_model_ready) continue;  // [0]: resource tasks wait for the next model
-    while (!queue.empty() && out.size() < max) {
-      TaskRuntime& t = tasks_[queue.front()];
+    // Tasks waiting for a preferred key that is busy are stepped over (a
+    // bounded look-ahead), so they never hold back the tasks behind them.
+    size_t look = 0;
+    for (auto it = queue.begin(); it != queue.end() && out.size() < max && look < kLookAhead;) {
+      TaskRuntime& t = tasks_[*it];
       uint32_t model = model_of(t);
       int slot = pool_.acquire(model, now, t.preferred_key);
-      if (slot < 0) break;
+      if (slot < 0) {
+        if (t.preferred_key < 0) break;  // no slot for anyone without a preference
+        ++it;
+        ++look;
+        continue;
+      }
       t.slot = slot;
       t.attempt_model = model;
-      out.push_back(queue.front());
-      queue.pop_front();
+      out.push_back(*it);
+      it = queue.erase(it);
     }
   }
   counters_.in_flight += out.size();

@@ -113,6 +113,18 @@ bool KeyPool::eligible(KeySlot& s, TimePoint now) {
 int KeyPool::acquire(uint32_t model, TimePoint now, int preferred_key) {
   if (model >= by_model_.size()) return -1;
   const auto& candidates = by_model_[model];
+  // A preferred key that can still serve the model is waited for; only one
+  // that cannot (rejected, parked, breaker open) lets the task go elsewhere.
+  if (preferred_key >= 0) {
+    for (int index : candidates) {
+      KeySlot& s = slots_[static_cast<size_t>(index)];
+      if (static_cast<int>(s.key) != preferred_key) continue;
+      bool can_serve = !keys_[s.key].disabled && s.parked_until <= now &&
+                       s.breaker.state() != CircuitBreaker::State::open;
+      if (!can_serve) break;
+      return eligible(s, now) ? grant(index, now) : -1;
+    }
+  }
   size_t n = candidates.size();
   int best = -1;
   int best_headroom = 0;
@@ -122,16 +134,15 @@ int KeyPool::acquire(uint32_t model, TimePoint now, int preferred_key) {
     KeySlot& s = slots_[static_cast<size_t>(index)];
     if (!eligible(s, now)) continue;
     int headroom = s.limits.concurrency - s.in_flight;
-    if (static_cast<int>(s.key) == preferred_key) {
-      best = index;
-      break;
-    }
     if (headroom > best_headroom) {
       best = index;
       best_headroom = headroom;
     }
   }
-  if (best < 0) return -1;
+  return best < 0 ? -1 : grant(best, now);
+}
+
+int KeyPool::grant(int best, TimePoint now) {
   KeySlot& s = slots_[static_cast<size_t>(best)];
   ++s.in_flight;
   ++s.granted;

@@ -82,7 +82,8 @@ class KeyPool {
   int add_slot(uint32_t key, uint32_t model, const SlotLimits& limits, uint32_t endpoint = 0,
                std::optional<int> quota_reset_minute_utc = std::nullopt);
 
-  // A slot with room for `model`, or -1. `preferred_key` (or -1) wins when eligible.
+  // A slot with room for `model`, or -1. With a `preferred_key` (else -1)
+  // that can still serve the model, only that key's slot is considered.
   int acquire(uint32_t model, TimePoint now, int preferred_key = -1);
   // Tokens reserved for a request just built (prompt estimate + max_tokens).
   void reserve_tokens(int slot, double tokens, TimePoint now);
@@ -105,6 +106,7 @@ class KeyPool {
 
  private:
   bool eligible(KeySlot& s, TimePoint now);
+  int grant(int slot, TimePoint now);
   void free_slot(KeySlot& s);
   void update_pacing(KeySlot& s, TimePoint now);
 

@@ -397,3 +397,25 @@ TEST(KeyPool, QuotaParksUntilTheStatedResetTime) {
 
 }  // namespace
 }  // namespace shepherd
+
+namespace shepherd {
+namespace {
+
+TEST(KeyPool, APreferredKeyIsWaitedForUnlessItCannotServe) {
+  KeyPool pool;
+  uint32_t k0 = pool.add_key("k0", 0);
+  int a = pool.add_slot(k0, 0, SlotLimits{1});
+  int b = pool.add_slot(pool.add_key("k1", 0), 0, SlotLimits{4});
+  TimePoint now = SteadyClock::now();
+  EXPECT_EQ(pool.acquire(0, now, static_cast<int>(k0)), a);
+  EXPECT_EQ(pool.acquire(0, now, static_cast<int>(k0)), -1) << "busy: wait for it, don't spill";
+  EXPECT_EQ(pool.acquire(0, now), b) << "no preference: any slot";
+  SlotFeedback rejected;
+  rejected.status = 401;
+  rejected.auth_failed = true;
+  pool.on_result(a, rejected, 0, now);
+  EXPECT_EQ(pool.acquire(0, now, static_cast<int>(k0)), b) << "the preferred key can no longer serve: go elsewhere";
+}
+
+}  // namespace
+}  // namespace shepherd
