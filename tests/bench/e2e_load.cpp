@@ -66,9 +66,12 @@ int main(int argc, char** argv) {
                 r.cpu_seconds, static_cast<double>(r.max_rss_kb) / 1024.0);
   }
   if (inflight > 0) {
-    // Hold `inflight` requests open at once: a slow mock, enough slots.
+    // Hold `inflight` requests open at once: a slow mock, enough slots. Each of
+    // the 16 slots first sends one probe (slow start), so a few more tasks
+    // than the target keep the target in flight after the probes answer.
     Mock mock(nlohmann::json{{"latency", 3000}});
-    std::string suite = dir.write("wide.lua", suite_text(mock.base_url(), inflight, 4, inflight / 16 + 1, 60000));
+    long tasks_wide = inflight + 64;
+    std::string suite = dir.write("wide.lua", suite_text(mock.base_url(), tasks_wide, 4, tasks_wide / 16 + 1, 60000));
     Result r = shepherd({"run", suite, "--db", dir.file("wide.db"), "--quiet"}, key_env(4), std::chrono::minutes(5));
     if (r.exit_code != 0) {
       std::fprintf(stderr, "wide run failed (%d): %s\n", r.exit_code, r.err.c_str());
