@@ -96,9 +96,9 @@ void Dispatcher::finish(TaskState state) {
   if (state == TaskState::failed) ++counters_.failed;
 }
 
-void Dispatcher::release(int slot) {
+void Dispatcher::release(int slot, double tokens_reserved) {
   std::lock_guard lock(mutex_);
-  pool_.release(slot);
+  pool_.release(slot, tokens_reserved, SteadyClock::now());
 }
 
 std::vector<PoolEvent> Dispatcher::slot_result(int slot, const SlotFeedback& feedback, double tokens_reserved,

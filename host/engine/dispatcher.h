@@ -59,7 +59,7 @@ class Dispatcher {
   void retry_at(uint32_t task, TimePoint due);
   void back_to_queue(uint32_t task);  // e.g. cancelled: unsent work, no attempt
   void finish(TaskState state);  // an attempt in flight ended the task
-  void release(int slot);  // no answer came (cancelled, never sent)
+  void release(int slot, double tokens_reserved = 0);  // no answer came (cancelled, never sent)
   // The answer reached the slot's pool: release, learn, and what changed.
   std::vector<PoolEvent> slot_result(int slot, const SlotFeedback& feedback, double tokens_reserved, TimePoint now);
   void reserve_tokens(int slot, double tokens, TimePoint now);

@@ -223,7 +223,7 @@ void Run::handle(TaskWorker& worker, HttpResponse& r) {
   uint32_t index = static_cast<uint32_t>(r.id);
   TaskRuntime& t = dispatcher_->task(index);
   if (r.transport == Transport::cancelled) {  // stopped before an answer: not an attempt
-    dispatcher_->release(t.slot);
+    dispatcher_->release(t.slot, t.tokens_reserved);
     dispatcher_->back_to_queue(index);
     return;
   }

@@ -168,9 +168,10 @@ void KeyPool::reserve_tokens(int slot, double tokens, TimePoint now) {
   s.token_estimate = tokens;
 }
 
-void KeyPool::release(int slot) {
+void KeyPool::release(int slot, double tokens_reserved, TimePoint now) {
   KeySlot& s = slots_[static_cast<size_t>(slot)];
   free_slot(s);
+  if (tokens_reserved > 0 && !s.tokens.unlimited()) s.tokens.give_back(tokens_reserved, now);
   // No outcome: a half-open breaker's probe place goes back, or it would wait forever.
   s.breaker.on_abandoned();
   endpoints_[s.endpoint].on_abandoned();

@@ -89,7 +89,9 @@ class KeyPool {
   void reserve_tokens(int slot, double tokens, TimePoint now);
   // The answer: releases the slot and learns from it; events say what changed.
   std::vector<PoolEvent> on_result(int slot, const SlotFeedback& feedback, double tokens_reserved, TimePoint now);
-  void release(int slot);  // no answer (cancelled, never sent)
+  // No answer (cancelled, never sent): the room, a probe's place and the
+  // tokens reserved for it go back.
+  void release(int slot, double tokens_reserved = 0, TimePoint now = {});
 
   // When a slot of `model` may next become eligible for a reason other than
   // room in flight (cooldown, pacing, breaker, parking); `now` if one is ready.
