@@ -8,6 +8,7 @@
 #include "store/store.h"
 #include "suite/matrix.h"
 #include "suite/suite.h"
+#include "suite/suite_runtime.h"
 
 namespace shepherd::cli {
 
@@ -28,7 +29,8 @@ nlohmann::json record_of(const ExportRow& r) {
           {"attempts", r.attempts},
           {"error", error},
           {"latency_ms", r.latency_ms >= 0 ? nlohmann::json(r.latency_ms) : nlohmann::json()},
-          {"usage", usage}};
+          {"usage", usage},
+          {"stale", r.stale}};
 }
 
 // RFC 4180: quote every field that needs it, double the quotes inside.
@@ -48,7 +50,8 @@ std::string csv_value(const nlohmann::json& v) {
   return csv_field(safe_dump(v));
 }
 
-const char* const kFields[] = {"task", "dims", "state", "model", "content", "attempts", "error", "latency_ms", "usage"};
+const char* const kFields[] = {"task", "dims", "state", "model", "content", "attempts", "error", "latency_ms", "usage",
+                               "stale"};
 
 }  // namespace
 
@@ -56,7 +59,9 @@ int cmd_export(const GlobalOptions&, const ExportArgs& a) {
   Suite suite = load_suite(a.suite, SuiteLoadOptions{false});
   std::string db = default_db_path(suite.dir, suite.name, a.db);
   Store store(db, Store::Mode::read_only);
-  store.limit_to(plan_cells(suite));  // the suite as it is now
+  std::vector<TaskSeed> cells = plan_cells(suite);  // the suite as it is now
+  fill_request_hashes(suite, cells);                // ... and the requests it builds now
+  store.limit_to(cells);
 
   std::ofstream file;
   if (!a.out.empty()) {

@@ -23,15 +23,20 @@ int cmd_run(const GlobalOptions& g, const RunArgs& a) {
   options.db_path = default_db_path(suite.dir, suite.name, a.db);
   options.workers = a.workers;
   options.retry_failed = a.retry_failed;
+  options.rerun_stale = a.rerun_stale;
   options.grace_ms = a.grace_ms;
   options.live_progress = !a.no_progress && !g.quiet && isatty(STDERR_FILENO);
   RunReport r = run_suite(suite, options);
 
   const auto& c = r.counters;
   uint64_t pending = c.total - c.done - c.failed;
+  // The verdict: exit code and --json status say the same thing.
   bool stopped = r.interrupted || r.models_exhausted || pending > 0;
+  int exit_code = stopped ? kExitStopped : c.failed > 0 ? kExitSomeFailed : kExitOk;
+  const char* verdict = stopped ? "stopped" : c.failed > 0 ? "failed" : "ok";
   if (g.json) {
-    nlohmann::json out = {{"status", stopped ? "stopped" : "ok"},
+    nlohmann::json out = {{"status", verdict},
+                          {"exit_code", exit_code},
                           {"suite", suite.name},
                           {"run", r.run_id},
                           {"total", c.total},
@@ -39,6 +44,8 @@ int cmd_run(const GlobalOptions& g, const RunArgs& a) {
                           {"failed", c.failed},
                           {"pending", pending},
                           {"finished_this_run", c.done_now},
+                          {"stale", r.stale},
+                          {"stale_rerun", r.stale_rerun},
                           {"seconds", r.seconds},
                           {"interrupted", r.interrupted},
                           {"models_exhausted", r.models_exhausted},
@@ -51,11 +58,17 @@ int cmd_run(const GlobalOptions& g, const RunArgs& a) {
                  suite.name.c_str(), static_cast<unsigned long long>(c.total), static_cast<unsigned long long>(c.done),
                  static_cast<unsigned long long>(c.failed), static_cast<unsigned long long>(pending),
                  static_cast<unsigned long long>(c.done_now), r.seconds, rate);
+    if (r.stale > 0)
+      std::fprintf(stderr, "%llu done tasks are stale (kept): `run --rerun-stale` sends them again\n",
+                   static_cast<unsigned long long>(r.stale));
     if (r.interrupted) std::fprintf(stderr, "stopped by a signal: run again to continue\n");
     if (r.models_exhausted) std::fprintf(stderr, "stopped: every model is exhausted; unfinished tasks stay pending\n");
+    if (exit_code == kExitSomeFailed)
+      std::fprintf(stderr, "%llu tasks failed: see `shepherd status`; `run --retry-failed` sends them again\n",
+                   static_cast<unsigned long long>(c.failed));
     std::fprintf(stderr, "store %s\nlog   %s\n", r.db_path.c_str(), r.log_path.c_str());
   }
-  return stopped ? kExitStopped : kExitOk;
+  return exit_code;
 }
 
 }  // namespace shepherd::cli

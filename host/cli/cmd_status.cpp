@@ -8,6 +8,7 @@
 #include "store/store.h"
 #include "suite/matrix.h"
 #include "suite/suite.h"
+#include "suite/suite_runtime.h"
 
 namespace shepherd::cli {
 
@@ -45,10 +46,10 @@ std::string value_text(const nlohmann::json& v) { return v.is_string() ? v.get<s
 void print_table(const nlohmann::json& s, const std::vector<std::string>& by) {
   std::vector<std::vector<std::string>> rows;
   std::vector<std::string> header = by.empty() ? std::vector<std::string>{"group"} : by;
-  for (const char* h : {"total", "done", "failed", "pending", "completion", "failure", "failures by class"}) header.push_back(h);
+  for (const char* h : {"total", "done", "failed", "pending", "stale", "completion", "failure", "failures by class"}) header.push_back(h);
   rows.push_back(header);
   auto row_of = [&](const nlohmann::json& grp, std::vector<std::string> cells) {
-    for (const char* k : {"total", "done", "failed", "pending"}) cells.push_back(std::to_string(grp[k].get<long long>()));
+    for (const char* k : {"total", "done", "failed", "pending", "stale"}) cells.push_back(std::to_string(grp[k].get<long long>()));
     cells.push_back(percent(grp["completion_rate"].get<double>()));
     cells.push_back(percent(grp["failure_rate"].get<double>()));
     std::string classes;
@@ -116,7 +117,9 @@ int cmd_status(const GlobalOptions& g, const StatusArgs& a) {
   auto by = split_dims(a.by, suite);
   std::string db = default_db_path(suite.dir, suite.name, a.db);
   Store store(db, Store::Mode::read_only);
-  store.limit_to(plan_cells(suite));  // the suite as it is now
+  std::vector<TaskSeed> cells = plan_cells(suite);  // the suite as it is now
+  fill_request_hashes(suite, cells);                // ... and the requests it builds now
+  store.limit_to(cells);
   nlohmann::json s = store.status(suite.name, by);
   s["policy_versions"] = store.policy_versions(suite.name);
   s["keys"] = store.latest_event(suite.name, "pool");

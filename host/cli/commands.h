@@ -9,10 +9,11 @@ namespace shepherd::cli {
 
 // Exit codes: documented in the README.
 enum ExitCode : int {
-  kExitOk = 0,
+  kExitOk = 0,         // every task done
   kExitInternal = 1,   // runtime failure (store, internal error)
   kExitUsage = 2,      // usage, configuration or suite error
-  kExitStopped = kExitStoppedEarly,  // 3: stopped early: interrupted, models exhausted
+  kExitStopped = kExitStoppedEarly,  // 3: stopped early: interrupted, budget, models exhausted
+  kExitSomeFailed = 4, // every task reached a final state, but some failed
 };
 
 struct GlobalOptions {
@@ -26,6 +27,7 @@ struct RunArgs {
   std::string db;
   int workers = 1;
   bool retry_failed = false;
+  bool rerun_stale = false;
   long grace_ms = 5000;
   bool no_progress = false;
 };

@@ -1,4 +1,6 @@
 // shepherd: run large batches of LLM API requests and keep them healthy.
+#include <signal.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <ctime>
@@ -10,6 +12,7 @@
 #include "core/text.h"
 #include "core/error.h"
 #include "core/logging.h"
+#include "core/redactor.h"
 
 using namespace shepherd;
 using namespace shepherd::cli;
@@ -38,11 +41,12 @@ std::string iso_now() {
 }
 
 int report(const GlobalOptions& g, const Error& e) {
+  // An error may quote what a provider or a policy said: redacted like a log line.
   if (g.json) {
     nlohmann::json out = {{"status", "error"}, {"error", e.to_json()}, {"timestamp", iso_now()}};
-    std::cout << safe_dump(out) << std::endl;
+    std::cout << redacted(safe_dump(out)) << std::endl;
   } else {
-    std::fprintf(stderr, "shepherd: error %s: %s\n", e.code().c_str(), e.what());
+    std::fprintf(stderr, "shepherd: error %s: %s\n", e.code().c_str(), redacted(e.what()).c_str());
   }
   return exit_code_for(e);
 }
@@ -50,6 +54,14 @@ int report(const GlobalOptions& g, const Error& e) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // First of all: SIGHUP asks `run` for a policy reload and must never end the
+  // process, not even while it starts or after its loop has finished (then it
+  // simply stays pending). Threads started later inherit the mask.
+  sigset_t hangup;
+  sigemptyset(&hangup);
+  sigaddset(&hangup, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &hangup, nullptr);
+
   CLI::App app{"shepherd: run large batches of LLM API requests, durably and concurrently"};
   app.require_subcommand(1);
   app.set_version_flag("--version", SHEPHERD_VERSION_STRING);
@@ -65,6 +77,8 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--db", run.db, "Store path (default: <suite name>.db beside the suite)");
   run_cmd->add_option("--workers", run.workers, "Worker threads with a Lua state each")->check(CLI::Range(1, 64));
   run_cmd->add_flag("--retry-failed", run.retry_failed, "Send failed tasks back to pending first");
+  run_cmd->add_flag("--rerun-stale", run.rerun_stale,
+                    "Send done tasks again whose suite now builds a different request (old answers stay in history)");
   run_cmd->add_option("--grace-ms", run.grace_ms, "After SIGINT/SIGTERM, how long in-flight requests may finish")
       ->check(CLI::Range(0L, 3'600'000L));
   run_cmd->add_flag("--no-progress", run.no_progress, "No live progress line");

@@ -9,13 +9,48 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "core/redactor.h"
+
 namespace shepherd {
+
+namespace {
+
+// Every line passes the redactor before any sink writes it: a key's value in
+// a message (a provider echo, a policy's shepherd.log text) never reaches a log.
+class RedactingSink : public spdlog::sinks::sink {
+ public:
+  explicit RedactingSink(std::shared_ptr<spdlog::sinks::sink> inner) : inner_(std::move(inner)) {}
+
+  void log(const spdlog::details::log_msg& msg) override {
+    std::string text(msg.payload.data(), msg.payload.size());
+    redact_in_place(text);
+    spdlog::details::log_msg copy = msg;
+    copy.payload = spdlog::string_view_t(text.data(), text.size());
+    inner_->log(copy);
+  }
+  void flush() override { inner_->flush(); }
+  void set_pattern(const std::string& pattern) override { inner_->set_pattern(pattern); }
+  void set_formatter(std::unique_ptr<spdlog::formatter> formatter) override {
+    inner_->set_formatter(std::move(formatter));
+  }
+
+ private:
+  std::shared_ptr<spdlog::sinks::sink> inner_;
+};
+
+std::shared_ptr<spdlog::sinks::sink> redacting(std::shared_ptr<spdlog::sinks::sink> inner) {
+  auto sink = std::make_shared<RedactingSink>(inner);
+  sink->set_level(inner->level());
+  return sink;
+}
+
+}  // namespace
 
 void init_logging(bool verbose, bool quiet) {
   auto console = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
   console->set_level(verbose ? spdlog::level::debug : quiet ? spdlog::level::err : spdlog::level::warn);
   console->set_pattern("%^%l%$: %v");
-  auto logger = std::make_shared<spdlog::logger>("shepherd", console);
+  auto logger = std::make_shared<spdlog::logger>("shepherd", redacting(console));
   logger->set_level(spdlog::level::debug);
   logger->flush_on(spdlog::level::warn);
   spdlog::set_default_logger(logger);
@@ -34,7 +69,7 @@ std::string open_run_log(const std::string& dir, const std::string& suite, long 
   auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path, false);
   file->set_level(spdlog::level::info);
   file->set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %v");
-  spdlog::default_logger()->sinks().push_back(file);
+  spdlog::default_logger()->sinks().push_back(redacting(file));
   spdlog::flush_every(std::chrono::seconds(1));
   return path;
 }

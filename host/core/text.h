@@ -15,4 +15,12 @@ std::string safe_dump(const nlohmann::json& j);
 
 std::string_view trim(std::string_view s);
 
+// Texts from user code and providers (error messages, check reasons, class
+// names) are stored and logged: none may be arbitrarily large.
+inline constexpr size_t kMaxMessageBytes = 4096;
+
+// `s` cut to at most `max_bytes` (never inside a UTF-8 sequence), with a note
+// of how much was cut.
+std::string clip_text(std::string_view s, size_t max_bytes = kMaxMessageBytes);
+
 }  // namespace shepherd

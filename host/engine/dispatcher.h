@@ -31,6 +31,7 @@ struct TaskRuntime {
   uint32_t attempt_model = 0;
   double sent_unix = 0;
   double tokens_reserved = 0;
+  std::string request_hash;  // of the request this attempt sent
 };
 
 

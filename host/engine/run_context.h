@@ -27,7 +27,6 @@ struct RunContext {
   std::vector<KeyBinding> keys;
   std::vector<SlotBinding> slots;
   std::vector<std::string> models;  // model index -> name
-  std::vector<std::string> secrets; // key values: scrubbed from whatever a provider echoes
   int64_t run_id = 0;
 };
 

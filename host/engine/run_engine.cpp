@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "core/process.h"
+#include "core/redactor.h"
 #include "core/text.h"
 #include "core/logging.h"
 #include "engine/progress.h"
@@ -58,7 +59,9 @@ class Run {
  private:
   void build_pool();  // keys, slots and the dispatcher
   // `affinity` (may be empty): the preferred key of a cell, or -1.
-  void plan(Store& store, const std::function<int(uint64_t)>& affinity);
+  // `hash_of`: the hash of the request the suite builds for a cell now.
+  void plan(Store& store, RunReport& report, const std::function<int(uint64_t)>& affinity,
+            const std::function<std::string(uint64_t)>& hash_of);
   void worker_loop(TaskWorker& worker, std::atomic<int64_t>& busy_since_ms);
   void watch_workers(std::vector<std::atomic<int64_t>>& busy_since_ms);
   void handle(TaskWorker& worker, HttpResponse& response);
@@ -104,7 +107,13 @@ void Run::build_pool() {
   dispatcher_ = std::make_unique<Dispatcher>(std::move(pool), 0);
 }
 
-void Run::plan(Store& store, const std::function<int(uint64_t)>& affinity) {
+void Run::plan(Store& store, RunReport& report, const std::function<int(uint64_t)>& affinity,
+               const std::function<std::string(uint64_t)>& hash_of) {
+  for (const auto& [other, n] : store.other_suites(suite_.name)) {
+    spdlog::warn("store {} also holds {} tasks of suite '{}', not '{}' (a renamed suite?): tasks belong to a suite "
+                 "name, so '{}' does not reuse them",
+                 options_.db_path, n, other, suite_.name, suite_.name);
+  }
   std::vector<TaskSeed> seeds = plan_cells(suite_);
   std::vector<std::string> ids;
   ids.reserve(seeds.size());
@@ -118,6 +127,27 @@ void Run::plan(Store& store, const std::function<int(uint64_t)>& affinity) {
   std::unordered_map<std::string, StoredTask> stored;
   for (auto& t : store.load_tasks(suite_.name)) stored.emplace(t.id, t);
 
+  // A done task whose suite now builds another request (an edited prompt,
+  // another max_tokens) is stale: never mixed in silently.
+  std::vector<std::string> stale;
+  for (uint64_t i = 0; i < matrix_.size(); ++i) {
+    StoredTask& s = stored.at(ids[i]);
+    if (s.state != TaskState::done || s.request_hash.empty()) continue;
+    std::string now = hash_of(i);
+    if (now.empty() || now == s.request_hash) continue;
+    stale.push_back(s.id);
+    if (options_.rerun_stale) s.state = TaskState::pending;
+  }
+  if (!stale.empty() && options_.rerun_stale) {
+    store.reset_to_pending(stale);
+    report.stale_rerun = stale.size();
+    spdlog::warn("{} done tasks are stale (the suite now builds a different request): sending them again "
+                 "(--rerun-stale; their old answers stay in the history)", stale.size());
+  } else if (!stale.empty()) {
+    report.stale = stale.size();
+    spdlog::warn("{} done tasks are stale (the suite now builds a different request): kept as they are; "
+                 "`run --rerun-stale` sends them again, `status` and `export` mark them", stale.size());
+  }
 
   size_t model_dim = 0;
   for (size_t d = 0; d < matrix_.dims().size(); ++d)
@@ -327,18 +357,9 @@ void Run::worker_loop(TaskWorker& worker, std::atomic<int64_t>& busy_since_ms) {
 }
 
 RunReport Run::execute() {
-  // SIGHUP asks for a policy reload: held from the start, so one sent while
-  // the run is still planning waits for the loop instead of ending the run.
-  sigset_t hangup;
-  sigemptyset(&hangup);
-  sigaddset(&hangup, SIGHUP);
-  sigset_t previous;
-  pthread_sigmask(SIG_BLOCK, &hangup, &previous);
-  struct RestoreMask {
-    sigset_t mask;
-    ~RestoreMask() { pthread_sigmask(SIG_SETMASK, &mask, nullptr); }
-  } restore{previous};
-
+  // SIGHUP (a policy reload) is blocked by main() before anything else and
+  // stays blocked to the very end: one sent while the run plans or finishes
+  // waits instead of ending the process.
   RunReport report;
   report.db_path = options_.db_path;
   StoreLock lock(options_.db_path);
@@ -348,8 +369,11 @@ RunReport Run::execute() {
   registry_ = std::make_unique<PolicyRegistry>(PolicySources::for_suite(suite_));
   ctx_.policies = registry_.get();
   const std::string first_version = registry_->current()->version;
+  // From here on no key's value reaches a log, the store or an error.
+  std::vector<std::string> secrets;
   for (const auto& p : suite_.providers)
-    for (const auto& k : p.keys) ctx_.secrets.push_back(k.value);
+    for (const auto& k : p.keys) secrets.push_back(k.value);
+  Redactor::install(secrets);
 
   RunInfo info{suite_.name, suite_.path, hostname(), static_cast<int>(getpid()), suite_.config_hash, first_version};
   ctx_.run_id = report.run_id = store.begin_run(info);
@@ -363,7 +387,7 @@ RunReport Run::execute() {
   std::vector<std::string> key_ids;
   for (const auto& k : ctx_.keys) key_ids.push_back(k.key_id);
   if (suite_.has_key_for) affinity = [&](uint64_t ordinal) { return workers[0]->preferred_key(ordinal, key_ids); };
-  plan(store, affinity);
+  plan(store, report, affinity, [&](uint64_t ordinal) { return workers[0]->current_request_hash(ordinal); });
   auto counters = dispatcher_->counters();
   spdlog::info("run {} of suite {} ({}): {} tasks, {} already done, {} failed; policies {}; store {}",
                report.run_id, suite_.name, suite_.path, counters.total, counters.done, counters.failed,

@@ -17,6 +17,7 @@ struct RunOptions {
   std::string db_path;
   int workers = 1;            // threads with a Lua state each
   bool retry_failed = false;  // failed tasks go back to pending first
+  bool rerun_stale = false;   // done tasks whose request changed are sent again
   long grace_ms = 5000;       // after SIGINT/SIGTERM: how long in-flight requests may finish
   bool live_progress = false;
 };
@@ -28,6 +29,8 @@ struct RunReport {
   bool interrupted = false;       // a signal stopped the run
   bool models_exhausted = false;  // no model left to switch to
   uint64_t blocked = 0;           // tasks left pending: no usable key for their model
+  uint64_t stale = 0;             // done tasks whose suite now builds another request (kept)
+  uint64_t stale_rerun = 0;       // ... sent again (--rerun-stale)
   std::string log_path;
   std::string db_path;
 };

@@ -4,6 +4,7 @@
 
 #include "core/clock.h"
 #include "core/error.h"
+#include "core/text.h"
 #include "engine/response_parser.h"
 #include "lua/api.h"
 #include "lua/call_limit.h"
@@ -13,10 +14,6 @@
 namespace shepherd {
 
 namespace {
-
-// The suite's own request() and check() may do real work (read a file, score
-// an answer), but one stuck forever must not hold a worker forever.
-constexpr std::chrono::milliseconds kSuiteCallBudget{10'000};
 
 std::string upper(std::string s) {
   for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
@@ -41,13 +38,10 @@ std::string describe(const std::string& cls, const HttpResponse& r, const Parsed
 
 }  // namespace
 
-TaskWorker::TaskWorker(const RunContext& ctx) : ctx_(ctx) {
-  register_shepherd_api(lua_);
-  push_suite_table(lua_, ctx.suite->path, ctx.suite->dir, ctx.suite->source, true);
-  suite_ref_ = luaL_ref(lua_, LUA_REGISTRYINDEX);
-  verify_matrix();
+TaskWorker::TaskWorker(const RunContext& ctx) : ctx_(ctx), suite_(*ctx.suite, *ctx.matrix) {
   policy_generation_ = ctx.policies->generation();
-  policies_ = std::make_unique<PolicySet>(lua_, *ctx.policies->current(), ctx.suite->retry, ctx.suite->maintain);
+  policies_ = std::make_unique<PolicySet>(suite_.lua(), *ctx.policies->current(), ctx.suite->retry,
+                                          ctx.suite->maintain);
 }
 
 void TaskWorker::refresh_policies() {
@@ -56,7 +50,7 @@ void TaskWorker::refresh_policies() {
   auto sources = ctx_.policies->current();
   try {
     // Fresh environments in this state; the old set decides until this succeeds.
-    auto fresh = std::make_unique<PolicySet>(lua_, *sources, ctx_.suite->retry, ctx_.suite->maintain);
+    auto fresh = std::make_unique<PolicySet>(suite_.lua(), *sources, ctx_.suite->retry, ctx_.suite->maintain);
     policies_ = std::move(fresh);
     policy_generation_ = generation;
   } catch (const Error& e) {
@@ -70,75 +64,19 @@ void TaskWorker::refresh_policies() {
   }
 }
 
-void TaskWorker::verify_matrix() {
-  // Cells are read from this state's own copy of the matrix by index: it must
-  // be the very matrix the tasks were planned from.
-  StackGuard guard(lua_);
-  lua_rawgeti(lua_, LUA_REGISTRYINDEX, suite_ref_);
-  lua_getfield(lua_, -1, "matrix");
-  for (const auto& dim : ctx_.matrix->dims()) {
-    lua_getfield(lua_, -1, dim.name.c_str());
-    nlohmann::json values;
-    std::string error;
-    bool same = lua_istable(lua_, -1) && try_to_json(lua_, lua_gettop(lua_), values, error) && values.is_array() &&
-                values.size() == dim.values.size() && std::equal(dim.values.begin(), dim.values.end(), values.begin());
-    if (!same) {
-      throw Error(codes::SUITE_INVALID,
-                  ctx_.suite->path + ": matrix." + dim.name +
-                      " differs between two loads of the suite (is it built from random numbers, the time or pairs() order?)",
-                  Stage::config, {{"file", ctx_.suite->path}, {"field", "matrix." + dim.name}});
-    }
-    lua_pop(lua_, 1);
-  }
-}
+TaskWorker::~TaskWorker() { policies_.reset(); }
 
-TaskWorker::~TaskWorker() {
-  policies_.reset();
-  luaL_unref(lua_, LUA_REGISTRYINDEX, suite_ref_);
-}
-
-void TaskWorker::push_cell(uint64_t ordinal) {
-  // The cell's values come from this state's own copy of the matrix, so
-  // table values reach request() as tables.
-  const auto& dims = ctx_.matrix->dims();
-  auto idx = ctx_.matrix->value_indices(ordinal);
-  lua_createtable(lua_, 0, static_cast<int>(dims.size()));
-  lua_rawgeti(lua_, LUA_REGISTRYINDEX, suite_ref_);
-  lua_getfield(lua_, -1, "matrix");
-  for (size_t i = 0; i < dims.size(); ++i) {
-    lua_getfield(lua_, -1, dims[i].name.c_str());
-    lua_rawgeti(lua_, -1, static_cast<int>(idx[i]) + 1);
-    lua_setfield(lua_, -5, dims[i].name.c_str());
-    lua_pop(lua_, 1);
-  }
-  lua_pop(lua_, 2);
-}
-
-bool TaskWorker::build_request(uint32_t task_index, const TaskRuntime& task, HttpRequest& out, double& tokens,
-                               std::string& error) {
-  StackGuard guard(lua_);
-  lua_rawgeti(lua_, LUA_REGISTRYINDEX, suite_ref_);
-  lua_getfield(lua_, -1, "request");
-  push_cell(task.ordinal);
-  LuaFailure failure;
-  CallLimit limit(lua_, kSuiteCallBudget);
-  if (!protected_call(lua_, 1, 1, failure)) {
-    error = "request(cell) raised: " + failure.describe();
-    return false;
-  }
-  if (!lua_istable(lua_, -1)) {
-    error = std::string("request(cell) must return a table, got ") + luaL_typename(lua_, -1);
-    return false;
-  }
+std::string TaskWorker::current_request_hash(uint64_t ordinal) {
   nlohmann::json body;
-  if (!try_to_json(lua_, lua_gettop(lua_), body, error, "request")) {
-    error = "request(cell) returned a table that is not JSON: " + error;
-    return false;
-  }
-  if (!body.is_object()) {
-    error = "request(cell) must return a table of fields";
-    return false;
-  }
+  std::string error;
+  return suite_.request_body(ordinal, body, error) ? request_hash(body) : std::string();
+}
+
+bool TaskWorker::build_request(uint32_t task_index, TaskRuntime& task, HttpRequest& out, double& tokens,
+                               std::string& error) {
+  nlohmann::json body;
+  if (!suite_.request_body(task.ordinal, body, error)) return false;
+  task.request_hash = request_hash(body);
   const std::string& model = ctx_.models[task.attempt_model];
   body["model"] = model;  // the host decides the model: the cell's, or the current resource
   const SlotBinding& slot = ctx_.slots[static_cast<size_t>(task.slot)];
@@ -165,60 +103,6 @@ bool TaskWorker::build_request(uint32_t task_index, const TaskRuntime& task, Htt
   return true;
 }
 
-bool TaskWorker::run_check(const TaskRuntime& task, const ParsedResponse& parsed, std::string& reason) {
-  StackGuard guard(lua_);
-  lua_rawgeti(lua_, LUA_REGISTRYINDEX, suite_ref_);
-  lua_getfield(lua_, -1, "check");
-  push_cell(task.ordinal);
-  lua_createtable(lua_, 0, 4);
-  lua_pushlstring(lua_, parsed.content.data(), parsed.content.size());
-  lua_setfield(lua_, -2, "content");
-  lua_pushstring(lua_, parsed.model.c_str());
-  lua_setfield(lua_, -2, "model");
-  lua_pushstring(lua_, parsed.finish_reason.c_str());
-  lua_setfield(lua_, -2, "finish_reason");
-  if (!parsed.usage_json.empty()) {
-    push_json(lua_, nlohmann::json::parse(parsed.usage_json));
-    lua_setfield(lua_, -2, "usage");
-  }
-  LuaFailure failure;
-  CallLimit limit(lua_, kSuiteCallBudget);
-  if (!protected_call(lua_, 2, 2, failure)) {
-    reason = "check raised: " + failure.describe();
-    return false;
-  }
-  if (lua_toboolean(lua_, -2)) return true;
-  reason = lua_type(lua_, -1) == LUA_TSTRING ? lua_tostring(lua_, -1) : "check returned false";
-  return false;
-}
-
-int TaskWorker::preferred_key(uint64_t ordinal, const std::vector<std::string>& key_ids) {
-  StackGuard guard(lua_);
-  lua_rawgeti(lua_, LUA_REGISTRYINDEX, suite_ref_);
-  lua_getfield(lua_, -1, "key_for");
-  if (!lua_isfunction(lua_, -1)) return -1;
-  push_cell(ordinal);
-  lua_createtable(lua_, static_cast<int>(key_ids.size()), 0);
-  for (size_t i = 0; i < key_ids.size(); ++i) {
-    lua_pushstring(lua_, key_ids[i].c_str());
-    lua_rawseti(lua_, -2, static_cast<int>(i) + 1);
-  }
-  LuaFailure failure;
-  CallLimit limit(lua_, kSuiteCallBudget);
-  if (!protected_call(lua_, 2, 1, failure)) {
-    throw Error(codes::SUITE_INVALID, "key_for(cell, keys) raised: " + failure.describe(), Stage::config,
-                {{"file", failure.file}, {"line", failure.line}, {"field", "key_for"}});
-  }
-  if (lua_isnil(lua_, -1)) return -1;
-  const char* id = lua_tostring(lua_, -1);
-  auto it = id ? std::find(key_ids.begin(), key_ids.end(), id) : key_ids.end();
-  if (it == key_ids.end()) {
-    throw Error(codes::SUITE_INVALID, std::string("key_for(cell, keys) returned '") + (id ? id : "?") +
-                                          "', which is not a key id of the suite", Stage::config, {{"field", "key_for"}});
-  }
-  return static_cast<int>(it - key_ids.begin());
-}
-
 AttemptOutcome TaskWorker::judge(TaskRuntime& task, const HttpResponse& r, int usable_keys) {
   refresh_policies();
   ParsedResponse parsed = parse_response(r);
@@ -229,7 +113,8 @@ AttemptOutcome TaskWorker::judge(TaskRuntime& task, const HttpResponse& r, int u
   std::string check_reason;
   bool check_failed = false;
   if (suite.has_check && r.transport == Transport::none && r.status == 200 && parsed.is_completion) {
-    check_failed = !run_check(task, parsed, check_reason);
+    CheckInput in{parsed.content, parsed.model, parsed.finish_reason, parsed.usage_json};
+    check_failed = !suite_.check(task.ordinal, in, check_reason);
   }
 
   OutcomeView view;
@@ -270,7 +155,7 @@ AttemptOutcome TaskWorker::judge(TaskRuntime& task, const HttpResponse& r, int u
   rec.started_at = task.sent_unix;
   rec.ended_at = unix_now();
   rec.response = r.body;
-  scrub_secrets(rec.response);
+  rec.request_hash = task.request_hash;
 
   LuaFailure failure;
   std::string cls;
@@ -304,8 +189,7 @@ AttemptOutcome TaskWorker::judge(TaskRuntime& task, const HttpResponse& r, int u
     return out;
   }
 
-  rec.error_message = describe(cls, r, parsed, requested, check_reason);
-  scrub_secrets(rec.error_message);
+  rec.error_message = clip_text(describe(cls, r, parsed, requested, check_reason));
   DecideInput in;
   in.cls = cls;
   in.attempt = task.attempts_run;
@@ -352,6 +236,7 @@ AttemptOutcome TaskWorker::judge(TaskRuntime& task, const HttpResponse& r, int u
   switch (decision.action) {
     case Decision::Action::retry:
       rec.task_state = TaskState::pending;
+      rec.delay_ms = decision.delay_ms;
       out.kind = AttemptOutcome::Kind::retry;
       out.delay_ms = decision.delay_ms;
       break;
@@ -373,16 +258,6 @@ AttemptOutcome TaskWorker::judge(TaskRuntime& task, const HttpResponse& r, int u
       break;
   }
   return out;
-}
-
-void TaskWorker::scrub_secrets(std::string& text) const {
-  // A provider may echo the key it was sent; its value must never be stored.
-  for (const auto& secret : ctx_.secrets) {
-    if (secret.size() < 4) continue;
-    for (size_t at = text.find(secret); at != std::string::npos; at = text.find(secret, at)) {
-      text.replace(at, secret.size(), "[redacted]");
-    }
-  }
 }
 
 std::optional<uint32_t> TaskWorker::choose_next_model(uint32_t current, const std::vector<uint32_t>& exhausted,

@@ -12,6 +12,7 @@
 #include "lua/lua_state.h"
 #include "policy/policy_set.h"
 #include "store/records.h"
+#include "suite/suite_runtime.h"
 
 namespace shepherd {
 
@@ -34,11 +35,17 @@ class TaskWorker {
 
   // The request body comes from the suite's request(cell). False: `error` says
   // why. `tokens`: the estimate to reserve (prompt + max_tokens).
-  bool build_request(uint32_t task_index, const TaskRuntime& task, HttpRequest& out, double& tokens,
+  bool build_request(uint32_t task_index, TaskRuntime& task, HttpRequest& out, double& tokens,
                      std::string& error);
 
   // key_for(cell, keys): the index of the key the suite prefers for this cell, or -1.
-  int preferred_key(uint64_t ordinal, const std::vector<std::string>& key_ids);
+  int preferred_key(uint64_t ordinal, const std::vector<std::string>& key_ids) {
+    return suite_.preferred_key(ordinal, key_ids);
+  }
+
+  // The hash of the request the suite builds for this cell now; empty when
+  // request(cell) fails.
+  std::string current_request_hash(uint64_t ordinal);
 
   // Classifies the answer and decides what follows; updates the task's history.
   // `usable_keys`: other keys that may still serve the task's model.
@@ -54,15 +61,10 @@ class TaskWorker {
   AttemptRecord unsent_failure(TaskRuntime& task, const std::string& code, const std::string& message);
 
  private:
-  void verify_matrix();
   void refresh_policies();  // a reload was published: build the new set here, between decisions
-  void scrub_secrets(std::string& text) const;
-  void push_cell(uint64_t ordinal);
-  bool run_check(const TaskRuntime& task, const struct ParsedResponse& parsed, std::string& reason);
 
   const RunContext& ctx_;
-  LuaState lua_;
-  int suite_ref_ = LUA_NOREF;
+  SuiteRuntime suite_;  // its Lua state hosts the policies too
   std::unique_ptr<PolicySet> policies_;
   uint64_t policy_generation_ = 0;
   uint64_t failed_generation_ = 0;

@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <string_view>
 
+#include "core/text.h"
+
 namespace shepherd {
 
 namespace {
@@ -40,7 +42,8 @@ int traceback_handler(lua_State* L) {
       msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     }
   }
-  std::string full = restore_file_name(L, msg, "");
+  // Cut before copying: a policy may raise a 100 MB message.
+  std::string full = restore_file_name(L, clip_text(msg, 2 * kMaxMessageBytes), "");
   luaL_traceback(L, L, full.c_str(), 1);
   return 1;
 }
@@ -86,9 +89,12 @@ bool protected_call(lua_State* L, int nargs, int nresults, LuaFailure& out) {
   int rc = lua_pcall(L, nargs, nresults, base);
   lua_remove(L, base);
   if (rc == 0) return true;
-  const char* raw = lua_tostring(L, -1);
-  out = parse_lua_message(raw ? raw : "unknown Lua error");
-  if (rc == LUA_ERRMEM) out.message = "out of memory";
+  size_t len = 0;
+  const char* raw = lua_tolstring(L, -1, &len);
+  // An error message is stored and logged: a 100 MB one is cut first.
+  out = parse_lua_message(raw ? clip_text(std::string_view(raw, len), 2 * kMaxMessageBytes) : "unknown Lua error");
+  out.message = clip_text(out.message);
+  if (rc == LUA_ERRMEM) out.message = "out of memory (the call's memory limit, or the process's)";
   lua_pop(L, 1);
   return false;
 }

@@ -4,6 +4,7 @@
 #include <tuple>
 
 #include "core/error.h"
+#include "core/text.h"
 #include "lua/call_limit.h"
 #include "lua/lua_json.h"
 #include "lua/sandbox.h"
@@ -34,6 +35,24 @@ constexpr std::chrono::milliseconds kCallBudget{250};
 // Loading a file (and its selftest) may do more.
 constexpr std::chrono::milliseconds kLoadBudget{2000};
 constexpr long kMaxDelayMs = 86'400'000;  // a day: longer is a policy bug, and overflows clocks
+// A decision is a few small tables: a call that needs more memory is runaway
+// (string.rep of gigabytes would otherwise run for seconds inside C).
+constexpr size_t kCallMemory = size_t{64} << 20;
+constexpr size_t kLoadMemory = size_t{256} << 20;
+// Class names and codes are stored with every attempt and grouped on.
+constexpr size_t kMaxNameBytes = 1024;
+
+// A class name or a code: short printable UTF-8 text, so that what a policy
+// returns can be stored, grouped and printed as it is.
+bool valid_name(lua_State* L, int index) {
+  if (lua_type(L, index) != LUA_TSTRING) return false;
+  size_t len = 0;
+  const char* s = lua_tolstring(L, index, &len);
+  if (len == 0 || len > kMaxNameBytes || !is_valid_utf8(std::string_view(s, len))) return false;
+  for (size_t i = 0; i < len; ++i)
+    if (static_cast<unsigned char>(s[i]) < 0x20) return false;
+  return true;
+}
 
 void set_string(lua_State* L, const char* field, std::string_view value) {
   if (value.empty()) return;
@@ -112,7 +131,7 @@ int PolicySet::load_module(const PolicySource& src, const char* function) {
   make_interruptible(L_, -1);  // compiled traces would skip the time limit's hook
   push_sandbox_env(L_);
   lua_setfenv(L_, -2);
-  if (!limited_call(0, 1, failure, kLoadBudget)) throw fail(failure.message, failure.line);
+  if (!limited_call(0, 1, failure, kLoadBudget, kLoadMemory)) throw fail(failure.message, failure.line);
   if (!lua_istable(L_, -1)) {
     throw fail(std::string("a policy must return a table of functions, got ") + luaL_typename(L_, -1), 0);
   }
@@ -136,7 +155,7 @@ int PolicySet::load_module(const PolicySource& src, const char* function) {
   if (!version_ok) throw fail("'version' must be a string or a number", 0);
   lua_getfield(L_, -1, "selftest");
   if (lua_isfunction(L_, -1)) {
-    if (!limited_call(0, 0, failure, kLoadBudget)) {
+    if (!limited_call(0, 0, failure, kLoadBudget, kLoadMemory)) {
       throw fail("selftest() failed: " + failure.message, failure.line);
     }
   } else {
@@ -145,8 +164,10 @@ int PolicySet::load_module(const PolicySource& src, const char* function) {
   return luaL_ref(L_, LUA_REGISTRYINDEX);
 }
 
-bool PolicySet::limited_call(int nargs, int nresults, LuaFailure& failure, std::chrono::milliseconds budget) {
+bool PolicySet::limited_call(int nargs, int nresults, LuaFailure& failure, std::chrono::milliseconds budget,
+                             size_t memory) {
   CallLimit limit(L_, budget);
+  MemoryLimit bytes(L_, memory);
   return protected_call(L_, nargs, nresults, failure);
 }
 
@@ -185,8 +206,11 @@ bool PolicySet::classify(const OutcomeView& o, std::string& cls, LuaFailure& fai
   box_->current = nullptr;
   box_->table = nullptr;
   if (!ok) return false;
-  if (lua_type(L_, -1) != LUA_TSTRING || lua_objlen(L_, -1) == 0) {
-    failure = LuaFailure{std::string("classify must return a class name (a string), got ") + luaL_typename(L_, -1),
+  if (!valid_name(L_, -1)) {
+    failure = LuaFailure{std::string("classify must return a class name (printable text of at most ") +
+                             std::to_string(kMaxNameBytes) + " bytes), got " +
+                             (lua_type(L_, -1) == LUA_TSTRING ? "'" + clip_text(lua_tostring(L_, -1), 80) + "'"
+                                                              : std::string("a ") + luaL_typename(L_, -1)),
                          "", 0, ""};
     return false;
   }
@@ -254,7 +278,10 @@ bool PolicySet::decide(const DecideInput& in, Decision& decision, LuaFailure& fa
     decision.delay_ms = static_cast<long>(std::min(delay, static_cast<double>(kMaxDelayMs)));
   } else if (action == "fail") {
     lua_getfield(L_, -1, "code");
-    if (!lua_isnil(L_, -1) && lua_type(L_, -1) != LUA_TSTRING) return shape_error("returned a code that is not a string");
+    if (!lua_isnil(L_, -1) && !valid_name(L_, -1)) {
+      return shape_error("returned a code that is not printable text of at most " + std::to_string(kMaxNameBytes) +
+                         " bytes");
+    }
     decision.action = Decision::Action::fail;
     if (lua_type(L_, -1) == LUA_TSTRING) decision.code = lua_tostring(L_, -1);
   } else if (action == "switch_model") {

@@ -36,7 +36,9 @@ class PolicySet {
  private:
   int load_module(const PolicySource& src, const char* function);
   // protected_call under a time limit: a runaway policy fails, it never hangs the run.
-  bool limited_call(int nargs, int nresults, LuaFailure& failure, std::chrono::milliseconds budget);
+  // ... and a memory limit: a runaway policy fails, it never takes the machine's memory.
+  bool limited_call(int nargs, int nresults, LuaFailure& failure, std::chrono::milliseconds budget,
+                    size_t memory = size_t{64} << 20);
   void release();
 
   lua_State* L_;

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace shepherd {
 
@@ -11,14 +12,20 @@ std::string_view to_string(TaskState s);
 TaskState task_state_from(std::string_view s);  // throws Error on an unknown name
 
 struct TaskSeed {
+  TaskSeed() = default;
+  TaskSeed(std::string task_id, std::string dims, std::string hash = {})
+      : id(std::move(task_id)), dims_json(std::move(dims)), request_hash(std::move(hash)) {}
+
   std::string id;         // stable task id
   std::string dims_json;  // canonical JSON object of the cell (sorted keys)
+  std::string request_hash;  // of the request the suite builds now; empty when unknown
 };
 
 struct StoredTask {
   std::string id;
   TaskState state = TaskState::pending;
   int attempts = 0;  // over all runs
+  std::string request_hash;  // of the request its latest attempt sent; empty when unknown
 };
 
 struct RunInfo {
@@ -52,6 +59,8 @@ struct AttemptRecord {
   double started_at = 0;         // unix seconds
   double ended_at = 0;
   std::string response;          // raw response body (possibly truncated)
+  std::string request_hash;      // what was sent (suite_runtime.h); empty when nothing was
+  long delay_ms = -1;            // the retry delay decided, -1 when not a retry
 
   // The task after this attempt.
   TaskState task_state = TaskState::pending;

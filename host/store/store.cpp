@@ -20,11 +20,12 @@ using nlohmann::json;
 
 // Counts of one group (or of the whole suite).
 struct Tally {
-  int64_t total = 0, done = 0, failed = 0, pending = 0;
+  int64_t total = 0, done = 0, failed = 0, pending = 0, stale = 0;
   std::map<std::string, int64_t> failures_by_class;
 
-  void add(TaskState state, const std::string& cls, int64_t n) {
+  void add(TaskState state, const std::string& cls, bool is_stale, int64_t n) {
     total += n;
+    if (is_stale) stale += n;
     switch (state) {
       case TaskState::done: done += n; break;
       case TaskState::pending: pending += n; break;
@@ -43,6 +44,7 @@ struct Tally {
             {"done", done},
             {"failed", failed},
             {"pending", pending},
+            {"stale", stale},
             {"completion_rate", rate(done)},
             {"failure_rate", rate(failed)},
             {"failures_by_class", failures_by_class}};
@@ -146,7 +148,7 @@ void Store::ensure_tasks(const std::string& suite, const std::vector<TaskSeed>& 
 std::vector<StoredTask> Store::load_tasks(const std::string& suite) {
   return details::guard(codes::IO_ERROR, db_->getFilename(), "load tasks", [&] {
     SQLite::Statement query(
-        *db_, "SELECT id, state, attempts FROM tasks WHERE suite = ? ORDER BY seq");
+        *db_, "SELECT id, state, attempts, request_hash FROM tasks WHERE suite = ? ORDER BY seq");
     query.bind(1, suite);
     std::vector<StoredTask> tasks;
     while (query.executeStep()) {
@@ -154,8 +156,37 @@ std::vector<StoredTask> Store::load_tasks(const std::string& suite) {
       details::read_text(task.id, query.getColumn(0));
       task.state = task_state_from(query.getColumn(1).getText());
       task.attempts = query.getColumn(2).getInt();
+      details::read_text(task.request_hash, query.getColumn(3));
     }
     return tasks;
+  });
+}
+
+int Store::reset_to_pending(const std::vector<std::string>& ids) {
+  return details::guard(codes::STORE_WRITE_FAILED, db_->getFilename(), "reset tasks", [&] {
+    // The answer goes: the task is sent again. Its attempts stay as history.
+    SQLite::Transaction transaction(*db_, SQLite::TransactionBehavior::IMMEDIATE);
+    SQLite::Statement update(*db_,
+                             "UPDATE tasks SET state = 'pending', content = NULL, updated_at = ? WHERE id = ?");
+    update.bind(1, unix_now());
+    int n = 0;
+    for (const auto& id : ids) {
+      update.bindNoCopy(2, id);
+      n += update.exec();
+      update.reset();
+    }
+    transaction.commit();
+    return n;
+  });
+}
+
+std::vector<std::pair<std::string, int64_t>> Store::other_suites(const std::string& suite) {
+  return details::guard(codes::IO_ERROR, db_->getFilename(), "list suites", [&] {
+    SQLite::Statement query(*db_, "SELECT suite, count(*) FROM tasks WHERE suite <> ? GROUP BY suite ORDER BY suite");
+    query.bind(1, suite);
+    std::vector<std::pair<std::string, int64_t>> out;
+    while (query.executeStep()) out.emplace_back(query.getColumn(0).getString(), query.getColumn(1).getInt64());
+    return out;
   });
 }
 
@@ -175,13 +206,14 @@ void Store::limit_to(const std::vector<TaskSeed>& cells) {
   details::guard(codes::IO_ERROR, db_->getFilename(), "scope", [&] {
     // A TEMP table lives in the connection's own temp database: a read-only
     // store can have one.
-    db_->exec("CREATE TEMP TABLE IF NOT EXISTS scope(seq INTEGER PRIMARY KEY, id TEXT NOT NULL, dims TEXT);"
+    db_->exec("CREATE TEMP TABLE IF NOT EXISTS scope(seq INTEGER PRIMARY KEY, id TEXT NOT NULL, dims TEXT, hash TEXT);"
               "DELETE FROM temp.scope");
     SQLite::Transaction transaction(*db_);
-    SQLite::Statement insert(*db_, "INSERT INTO temp.scope(id, dims) VALUES(?, ?)");
+    SQLite::Statement insert(*db_, "INSERT INTO temp.scope(id, dims, hash) VALUES(?, ?, ?)");
     for (const auto& cell : cells) {
       insert.bindNoCopy(1, cell.id);
       insert.bindNoCopy(2, cell.dims_json);
+      details::bind_text_ref(insert, 3, cell.request_hash);
       insert.exec();
       insert.reset();
     }
@@ -191,11 +223,15 @@ void Store::limit_to(const std::vector<TaskSeed>& cells) {
 }
 
 std::string Store::task_source() const {
-  if (!scoped_) return "(SELECT * FROM main.tasks WHERE suite = ?1) AS tasks";
+  // stale: a done task whose stored request differs from the one the suite
+  // builds now (unknown on either side: not stale).
+  if (!scoped_) return "(SELECT *, 0 AS stale FROM main.tasks WHERE suite = ?1) AS tasks";
   return "(SELECT s.seq AS seq, s.id AS id, s.dims AS dims, coalesce(t.state, 'pending') AS state, t.model AS model, "
          "t.content AS content, coalesce(t.attempts, 0) AS attempts, t.error_code AS error_code, "
          "t.error_message AS error_message, t.last_class AS last_class, t.latency_ms AS latency_ms, "
-         "t.usage AS usage FROM temp.scope AS s LEFT JOIN main.tasks AS t ON t.id = s.id AND t.suite = ?1) AS tasks";
+         "t.usage AS usage, (t.state = 'done' AND t.request_hash IS NOT NULL AND s.hash IS NOT NULL "
+         "AND t.request_hash <> s.hash) AS stale "
+         "FROM temp.scope AS s LEFT JOIN main.tasks AS t ON t.id = s.id AND t.suite = ?1) AS tasks";
 }
 
 nlohmann::json Store::status(const std::string& suite, const std::vector<std::string>& by) {
@@ -212,8 +248,9 @@ nlohmann::json Store::status(const std::string& suite, const std::vector<std::st
     const size_t state_col = 2 * by.size();
     std::string sql = "SELECT " + columns +
                       "state, CASE WHEN state = 'failed' THEN coalesce(last_class, 'unknown') "
-                      "END, count(*) FROM " + task_source() + " GROUP BY " + keys +
-                      std::to_string(state_col + 1) + ", " + std::to_string(state_col + 2);
+                      "END, coalesce(stale, 0), count(*) FROM " + task_source() + " GROUP BY " + keys +
+                      std::to_string(state_col + 1) + ", " + std::to_string(state_col + 2) + ", " +
+                      std::to_string(state_col + 3);
     if (!by.empty()) sql += " ORDER BY " + keys.substr(0, keys.size() - 2);
 
     SQLite::Statement query(*db_, sql);
@@ -246,9 +283,10 @@ nlohmann::json Store::status(const std::string& suite, const std::vector<std::st
       }
       const TaskState state = task_state_from(query.getColumn(state_col).getText());
       details::read_text(cls, query.getColumn(state_col + 1));
-      const int64_t n = query.getColumn(state_col + 2).getInt64();
-      groups.back().tally.add(state, cls, n);
-      overall.add(state, cls, n);
+      const bool stale = query.getColumn(state_col + 2).getInt() != 0;
+      const int64_t n = query.getColumn(state_col + 3).getInt64();
+      groups.back().tally.add(state, cls, stale, n);
+      overall.add(state, cls, stale, n);
     }
 
     json out = {{"suite", suite}, {"by", by}, {"groups", json::array()}};
@@ -314,7 +352,7 @@ void Store::export_tasks(const std::string& suite,
   details::guard(codes::IO_ERROR, db_->getFilename(), "export", [&] {
     SQLite::Statement query(*db_,
                             "SELECT id, dims, state, model, content, attempts, error_code, "
-                            "error_message, latency_ms, usage FROM " +
+                            "error_message, latency_ms, usage, coalesce(stale, 0) FROM " +
                                 task_source() + " ORDER BY seq");
     query.bind(1, suite);
     ExportRow row;  // one row reused: its strings keep their buffers
@@ -330,6 +368,7 @@ void Store::export_tasks(const std::string& suite,
       const SQLite::Column latency = query.getColumn(8);
       row.latency_ms = latency.isNull() ? -1 : latency.getDouble();
       details::read_text(row.usage_json, query.getColumn(9));
+      row.stale = query.getColumn(10).getInt() != 0;
       sink(row);
     }
   });

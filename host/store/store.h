@@ -5,6 +5,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -26,11 +27,12 @@ struct ExportRow {
   std::string error_message;
   double latency_ms = -1;     // -1: none
   std::string usage_json;     // empty: none
+  bool stale = false;         // done, but the suite now builds another request
 };
 
 class Store {
  public:
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
   enum class Mode { read_write, read_only };
 
   // read_write creates the file and migrates; read_only requires an existing
@@ -50,14 +52,20 @@ class Store {
   void ensure_tasks(const std::string& suite, const std::vector<TaskSeed>& seeds);
   std::vector<StoredTask> load_tasks(const std::string& suite);
   int reset_failed(const std::string& suite);  // failed -> pending; returns how many
+  // These tasks go back to pending, their answer cleared (attempts stay as
+  // history); returns how many.
+  int reset_to_pending(const std::vector<std::string>& ids);
+  // Suite names other than `suite` that hold tasks in this store, with counts.
+  std::vector<std::pair<std::string, int64_t>> other_suites(const std::string& suite);
 
   // From now on status() and export_tasks() see exactly these tasks: the
   // cells of the suite as it is now. Cells removed from it are left out (their
-  // results stay stored); cells not stored yet count as pending.
+  // results stay stored); cells not stored yet count as pending; a done task
+  // whose request_hash differs from its cell's is stale.
   void limit_to(const std::vector<TaskSeed>& cells);
 
   // Groups tasks by the named dims (none: one group). Shape:
-  // {"suite","by":[...],"groups":[{"key":{dim:value},"total","done","failed","pending",
+  // {"suite","by":[...],"groups":[{"key":{dim:value},"total","done","failed","pending","stale",
   //  "completion_rate","failure_rate","failures_by_class":{class:n}}],"overall":{same, no key}}
   nlohmann::json status(const std::string& suite, const std::vector<std::string>& by);
 

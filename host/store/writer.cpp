@@ -4,6 +4,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
@@ -14,6 +15,7 @@
 
 #include "core/clock.h"
 #include "core/error.h"
+#include "core/redactor.h"
 #include "store/details/schema.h"
 #include "store/details/sql.h"
 
@@ -35,15 +37,15 @@ constexpr int kCheckpointFrames = 1000;
 constexpr const char* kInsertAttempt =
     "INSERT INTO attempts(task, run, n, key_id, endpoint, model_requested, model_answered, "
     "http_status, transport, class, decision, error_code, error_message, policy_version, "
-    "latency_ms, prompt_tokens, completion_tokens, started_at, ended_at, response) "
+    "latency_ms, prompt_tokens, completion_tokens, started_at, ended_at, response, request_hash, delay_ms) "
     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, "
-    "?19, ?20)";
+    "?19, ?20, ?21, ?22)";
 
 // An unknown answering model (NULL) keeps the one recorded before.
 constexpr const char* kUpdateTaskAfterAttempt =
     "UPDATE tasks SET state = ?1, attempts = ?2, model = coalesce(?3, model), content = ?4, "
     "error_code = ?5, error_message = ?6, last_class = ?7, latency_ms = ?8, usage = ?9, "
-    "updated_at = ?10 WHERE id = ?11";
+    "updated_at = ?10, request_hash = coalesce(?12, request_hash) WHERE id = ?11";
 
 constexpr const char* kUpdateTaskState =
     "UPDATE tasks SET state = ?1, error_code = ?2, error_message = ?3, updated_at = ?4 "
@@ -56,12 +58,29 @@ void bind_state(SQLite::Statement& st, int index, TaskState state) {
   st.bind(index, std::string(to_string(state)));
 }
 
+// No text that reaches the store may carry a key's value.
+void redact(AttemptRecord& r, const Redactor& redactor) {
+  for (std::string* text : {&r.response, &r.content, &r.model_answered, &r.error_message, &r.error_code, &r.cls,
+                            &r.decision, &r.usage_json, &r.endpoint, &r.model_requested}) {
+    redactor.scrub(*text);
+  }
+}
+void redact(TaskStateRecord& r, const Redactor& redactor) {
+  redactor.scrub(r.error_code);
+  redactor.scrub(r.error_message);
+}
+void redact(EventRecord& r, const Redactor& redactor) {
+  redactor.scrub(r.kind);
+  redactor.scrub(r.detail_json);
+}
+
 }  // namespace
 
 class Writer::Impl {
  public:
-  explicit Impl(const std::string& db_path)
+  Impl(const std::string& db_path, std::function<void()> on_failure)
       : path_(db_path),
+        on_failure_(std::move(on_failure)),
         db_(details::open_store(db_path, details::Access::read_write)),
         insert_attempt_(prepare(kInsertAttempt)),
         update_task_after_attempt_(prepare(kUpdateTaskAfterAttempt)),
@@ -90,10 +109,15 @@ class Writer::Impl {
 
   template <class R>
   void push(R&& record) {
+    auto redactor = Redactor::current();
+    if (!redactor->empty()) redact(record, *redactor);
     bool was_empty = false;
     {
       std::lock_guard lock(mutex_);
-      if (!accepting_) return;
+      if (!accepting_) {
+        count_lost(record);  // after a failure: answered, never stored
+        return;
+      }
       was_empty = queue_.empty();
       queue_.emplace_back(std::in_place_type<R>, std::move(record));
       ++pushed_;
@@ -105,14 +129,14 @@ class Writer::Impl {
   void flush() {
     std::unique_lock lock(mutex_);
     const uint64_t target = pushed_;
-    committed_cv_.wait(lock, [&] { return committed_seq_ >= target || failure_ != nullptr; });
+    committed_cv_.wait(lock, [&] { return committed_seq_ >= target || cause_ != nullptr; });
   }
 
   uint64_t committed() const { return committed_.load(std::memory_order_acquire); }
 
   std::shared_ptr<const Error> failure() const {
     std::lock_guard lock(mutex_);
-    return failure_;
+    return failure_locked();
   }
 
  private:
@@ -135,7 +159,7 @@ class Writer::Impl {
       try {
         commit(batch);
       } catch (const std::exception& e) {
-        fail(e, batch.size());
+        fail(e, batch);
         return;
       }
       const uint64_t n = batch.size();
@@ -203,6 +227,9 @@ class Writer::Impl {
     a.bind(18, r.started_at);
     a.bind(19, r.ended_at);
     details::bind_text_ref(a, 20, r.response);
+    details::bind_text_ref(a, 21, r.request_hash);
+    if (r.delay_ms >= 0) a.bind(22, static_cast<int64_t>(r.delay_ms));
+    else a.bind(22);
     a.exec();
     a.reset();
 
@@ -218,6 +245,7 @@ class Writer::Impl {
     details::bind_text_ref(t, 9, r.usage_json);
     t.bind(10, now);
     t.bindNoCopy(11, r.task_id);
+    details::bind_text_ref(t, 12, r.request_hash);
     t.exec();
     t.reset();
   }
@@ -243,22 +271,43 @@ class Writer::Impl {
     e.reset();
   }
 
-  void fail(const std::exception& cause, size_t batch_size) {
+  template <class R>
+  void count_lost(const R&) {
+    ++records_lost_;
+    if constexpr (std::is_same_v<R, AttemptRecord>) ++attempts_lost_;
+  }
+
+  void fail(const std::exception& cause, const std::vector<Record>& batch) {
     Error error = details::storage_error(codes::STORE_WRITE_FAILED, path_, "commit", cause);
-    nlohmann::json details = error.details();
-    details["records_lost"] = batch_size;
     {
       std::lock_guard lock(mutex_);
-      failure_ = std::make_shared<const Error>(error.code(), error.what(), error.stage(),
-                                               std::move(details), error.retryable());
       // The run must stop: later records could never be committed in order.
+      // What was queued behind the failed batch is lost with it.
       accepting_ = false;
+      for (const std::vector<Record>* list : {&batch, static_cast<const std::vector<Record>*>(&queue_)})
+        for (const Record& r : *list) std::visit([&](const auto& record) { count_lost(record); }, r);
       queue_.clear();
+      cause_ = std::make_shared<const Error>(error);
     }
     committed_cv_.notify_all();
+    if (on_failure_) on_failure_();
+  }
+
+  // The failure with the counts as they stand now: records pushed after the
+  // failure are lost too.
+  std::shared_ptr<const Error> failure_locked() const {
+    if (!cause_) return nullptr;
+    nlohmann::json details = cause_->details();
+    details["attempts_lost"] = attempts_lost_;
+    details["records_lost"] = records_lost_;
+    std::string message = std::string(cause_->what()) + "; " + std::to_string(attempts_lost_) +
+                          " answers were received and not stored (their tasks stay as the store last had them)";
+    return std::make_shared<const Error>(cause_->code(), message, cause_->stage(), std::move(details),
+                                         cause_->retryable());
   }
 
   const std::string path_;
+  const std::function<void()> on_failure_;
   std::unique_ptr<SQLite::Database> db_;  // declared before the statements: outlives them
   SQLite::Statement insert_attempt_;
   SQLite::Statement update_task_after_attempt_;
@@ -273,13 +322,16 @@ class Writer::Impl {
   uint64_t committed_seq_ = 0;  // every record up to this sequence is committed
   bool accepting_ = true;
   bool stopping_ = false;
-  std::shared_ptr<const Error> failure_;
+  std::shared_ptr<const Error> cause_;  // the failed commit
+  uint64_t attempts_lost_ = 0;
+  uint64_t records_lost_ = 0;
   std::atomic<uint64_t> committed_{0};
   int wal_frames_ = 0;  // WAL size after the last commit; writer thread only
   std::thread thread_;
 };
 
-Writer::Writer(const std::string& db_path) : impl_(std::make_unique<Impl>(db_path)) {}
+Writer::Writer(const std::string& db_path, std::function<void()> on_failure)
+    : impl_(std::make_unique<Impl>(db_path, std::move(on_failure))) {}
 Writer::~Writer() = default;
 
 void Writer::push(AttemptRecord&& record) { impl_->push(std::move(record)); }

@@ -61,7 +61,7 @@ Error expect_error(F&& f) {
 TEST_F(StoreTest, CreatesSchemaAtCurrentVersionInWalMode) {
   Store store(path_, Store::Mode::read_write);
   EXPECT_EQ(store.schema_version(), Store::kSchemaVersion);
-  EXPECT_EQ(Store::kSchemaVersion, 1);
+  EXPECT_EQ(Store::kSchemaVersion, 2);
   for (const char* table : {"meta", "runs", "tasks", "attempts", "events"}) {
     EXPECT_TRUE(store.db().tableExists(table)) << table;
   }
@@ -81,27 +81,47 @@ TEST_F(StoreTest, ReopeningKeepsDataAndVersion) {
     store.ensure_tasks("s", {{"t1", R"({"a":1})"}});
   }
   Store again(path_, Store::Mode::read_write);
-  EXPECT_EQ(again.schema_version(), 1);
+  EXPECT_EQ(again.schema_version(), Store::kSchemaVersion);
   EXPECT_EQ(again.load_tasks("s").size(), 1u);
   Store reader(path_, Store::Mode::read_only);
-  EXPECT_EQ(reader.schema_version(), 1);
+  EXPECT_EQ(reader.schema_version(), Store::kSchemaVersion);
+}
+
+TEST_F(StoreTest, MigratesAVersionOneStoreKeepingItsData) {
+  {
+    // A v1 store: the same tables without the columns v2 added.
+    Store store(path_, Store::Mode::read_write);
+    store.ensure_tasks("s", {{"t1", R"({"a":1})"}});
+    store.db().exec("ALTER TABLE attempts DROP COLUMN request_hash; ALTER TABLE attempts DROP COLUMN delay_ms;"
+                    "ALTER TABLE tasks DROP COLUMN request_hash;"
+                    "UPDATE meta SET value = '1' WHERE key = 'schema_version'");
+  }
+  const Error e = expect_error([&] { Store reader(path_, Store::Mode::read_only); });
+  EXPECT_EQ(e.code(), codes::STORE_OPEN_FAILED) << "a reader asks for a run to migrate";
+  Store store(path_, Store::Mode::read_write);
+  EXPECT_EQ(store.schema_version(), 2);
+  auto tasks = store.load_tasks("s");
+  ASSERT_EQ(tasks.size(), 1u);
+  EXPECT_EQ(tasks[0].request_hash, "");
+  EXPECT_EQ(store.db().execAndGet("SELECT count(*) FROM pragma_table_info('attempts') WHERE name IN "
+                                  "('request_hash', 'delay_ms')").getInt(), 2);
 }
 
 TEST_F(StoreTest, RefusesSchemaNewerThanThisBuild) {
   {
     Store store(path_, Store::Mode::read_write);
-    store.db().exec("UPDATE meta SET value = '2' WHERE key = 'schema_version'");
+    store.db().exec("UPDATE meta SET value = '3' WHERE key = 'schema_version'");
   }
   for (Store::Mode mode : {Store::Mode::read_write, Store::Mode::read_only}) {
     const Error e = expect_error([&] { Store store(path_, mode); });
     EXPECT_EQ(e.code(), codes::STORE_SCHEMA_TOO_NEW);
     EXPECT_EQ(e.stage(), Stage::storage);
-    EXPECT_EQ(e.details().value("found", 0), 2);
+    EXPECT_EQ(e.details().value("found", 0), 3);
   }
   // The refusal must not have touched the file.
   SQLite::Database raw(path_);
   EXPECT_EQ(raw.execAndGet("SELECT value FROM meta WHERE key = 'schema_version'").getString(),
-            "2");
+            "3");
 }
 
 TEST_F(StoreTest, ReadOnlyOnMissingFileAsksToRunFirst) {

@@ -66,7 +66,7 @@ TEST(Faults, WrongModelIsNeverASuccess) {
   s.matrix = "{ model = { 'qwen2.5-7b-instruct' }, instance = { 1, 2 } }";
   std::string suite = dir.write("s.lua", s.text());
   Result r = shepherd({"run", suite, "--db", dir.file("s.db")}, key_env(1));
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(r.exit_code, 4) << r.err;
   for (const auto& row : parse_jsonl(shepherd({"export", suite, "--db", dir.file("s.db"), "--format", "jsonl"}).out)) {
     EXPECT_EQ(row["state"], "failed");
     EXPECT_EQ(row["error"]["code"], "MODEL_MISMATCH");
@@ -140,7 +140,7 @@ TEST(Faults, RetriesAlwaysEndWhateverThePolicySays) {
   s.matrix = "{ model = { 'm-a' }, instance = { 1 } }";
   s.extra = "  policies = { retry = 'forever.lua' },\n  retry = { poison_after = 3 },";
   std::string suite = dir.write("s.lua", s.text());
-  ASSERT_EQ(shepherd({"run", suite, "--db", dir.file("p.db")}, key_env(1)).exit_code, 0);
+  ASSERT_EQ(shepherd({"run", suite, "--db", dir.file("p.db")}, key_env(1)).exit_code, 4) << "some tasks failed";
   auto rows = parse_jsonl(shepherd({"export", suite, "--db", dir.file("p.db"), "--format", "jsonl"}).out);
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(rows[0]["error"]["code"], "POISONED");
@@ -149,7 +149,7 @@ TEST(Faults, RetriesAlwaysEndWhateverThePolicySays) {
   // Poison set out of reach: the hard cap of 100 attempts in one run still ends it.
   s.extra = "  policies = { retry = 'forever.lua' },\n  retry = { poison_after = 1000 },";
   dir.write("s.lua", s.text());
-  ASSERT_EQ(shepherd({"run", suite, "--db", dir.file("r.db")}, key_env(1)).exit_code, 0);
+  ASSERT_EQ(shepherd({"run", suite, "--db", dir.file("r.db")}, key_env(1)).exit_code, 4);
   rows = parse_jsonl(shepherd({"export", suite, "--db", dir.file("r.db"), "--format", "jsonl"}).out);
   EXPECT_EQ(rows[0]["error"]["code"], "RETRY_LIMIT");
   EXPECT_EQ(rows[0]["attempts"], 100);

@@ -57,7 +57,7 @@ TEST(Reload, EditsTakeEffectBrokenEditsAreRefusedSighupForces) {
   EXPECT_EQ(query(db, "SELECT count(*) FROM attempts WHERE error_code = 'V3'"), "0") << "no stat change, no reload";
   run.signal(SIGHUP);
   Result r = run.wait(60s);
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(r.exit_code, 4) << r.err;
 
   // V1 decided until at most a second after the edit; then V2; then V3 after SIGHUP.
   double last_v1 = std::stod(query(db, "SELECT max(ended_at) FROM attempts WHERE error_code = 'V1'"));

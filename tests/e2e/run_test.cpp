@@ -62,7 +62,7 @@ TEST(Run, DemoSuiteRunsResumesAndExports) {
   Result csv = shepherd({"export", suite, "--format", "csv", "--out", dir.file("out.csv")});
   ASSERT_EQ(csv.exit_code, 0) << csv.err;
   std::string text = read_file(dir.file("out.csv"));
-  EXPECT_EQ(text.rfind("task,dims,state,model,content,attempts,error,latency_ms,usage\r\n", 0), 0u);
+  EXPECT_EQ(text.rfind("task,dims,state,model,content,attempts,error,latency_ms,usage,stale\r\n", 0), 0u);
   EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 37);
 
   Result st = shepherd({"status", suite, "--by", "model,prompt_type", "--json"});
@@ -128,7 +128,7 @@ TEST(Run, SuiteFilesChecksAndPolicyOverridesResolveBesideTheSuite) {
                "    do return { messages = { { role = 'user', content = prompts.greet(cell.instance) } } } end\n");
   std::string suite = dir.write("sub/s.lua", text);
   Result r = shepherd({"run", suite}, key_env(1));
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(r.exit_code, 4) << r.err;
   std::map<int, nlohmann::json> by_instance;
   for (auto& row : parse_jsonl(shepherd({"export", suite, "--format", "jsonl"}).out))
     by_instance[row["dims"]["instance"].get<int>()] = row;
@@ -144,7 +144,7 @@ TEST(Run, SuiteFilesChecksAndPolicyOverridesResolveBesideTheSuite) {
   std::string text2 = std::regex_replace(read_file(suite), std::regex(mock.base_url()), clean.base_url());
   text2 = std::regex_replace(text2, std::regex("  policies = \\{ retry = \"give_up.lua\" \\},\n"), "");
   std::string suite2 = dir.write("sub/s2.lua", std::regex_replace(text2, std::regex("name = \"e2e\""), "name = \"e2e2\""));
-  ASSERT_EQ(shepherd({"run", suite2}, key_env(1)).exit_code, 0);
+  ASSERT_EQ(shepherd({"run", suite2}, key_env(1)).exit_code, 4);
   by_instance.clear();
   for (auto& row : parse_jsonl(shepherd({"export", suite2, "--format", "jsonl"}).out))
     by_instance[row["dims"]["instance"].get<int>()] = row;
@@ -169,7 +169,7 @@ TEST(Run, BadTasksFailAloneAndTheRunGoesOn) {
                "    if cell.instance == 1 then return { messages = { { role = 'user', content = '\\255\\254' } } } end\n");
   std::string suite = dir.write("s.lua", text);
   Result r = shepherd({"run", suite}, key_env(1), std::chrono::seconds(20));
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(r.exit_code, 4) << r.err;
   std::map<int, nlohmann::json> rows;
   for (auto& row : parse_jsonl(shepherd({"export", suite, "--format", "jsonl"}).out))
     rows[row["dims"]["instance"].get<int>()] = row;

@@ -69,7 +69,7 @@ TEST(Sandbox, APolicyErrorFailsItsTaskWithPolicyError) {
   dir.write("classify.lua", "return { classify = function(o) local t = nil; return t.field end }\n");
   std::string suite = suite_with(dir, mock, "{ classify = 'classify.lua' }");
   Result r = shepherd({"run", suite}, key_env(1));
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(r.exit_code, 4) << r.err;
   for (const auto& row : parse_jsonl(shepherd({"export", suite, "--format", "jsonl"}).out)) {
     EXPECT_EQ(row["state"], "failed");
     EXPECT_EQ(row["error"]["code"], "POLICY_ERROR");
@@ -116,7 +116,7 @@ return {
   auto start = std::chrono::steady_clock::now();
   Result r = shepherd({"run", suite}, key_env(1), std::chrono::seconds(30));
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(r.exit_code, 4) << r.err;
   EXPECT_LT(seconds, 5.0) << "three tasks, each stopped after 250 ms";
   for (const auto& row : parse_jsonl(shepherd({"export", suite, "--format", "jsonl"}).out)) {
     EXPECT_EQ(row["state"], "failed");

@@ -26,7 +26,7 @@ struct Migration {
 };
 
 // Append-only: a released step is never edited, a change is a new step.
-constexpr std::array<Migration, 1> kMigrations = {{
+constexpr std::array<Migration, 2> kMigrations = {{
     {1, R"sql(
 CREATE TABLE meta(
   key   TEXT PRIMARY KEY,
@@ -102,6 +102,13 @@ CREATE TABLE events(
   detail TEXT
 );
 CREATE INDEX events_by_run ON events(run);
+)sql"},
+    // v2: what each attempt sent (stale answers are found by it) and the
+    // retry delay a policy asked for.
+    {2, R"sql(
+ALTER TABLE attempts ADD COLUMN request_hash TEXT;
+ALTER TABLE attempts ADD COLUMN delay_ms INTEGER;
+ALTER TABLE tasks ADD COLUMN request_hash TEXT;
 )sql"},
 }};
 

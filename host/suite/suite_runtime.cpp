@@ -1,0 +1,193 @@
+#include "suite/suite_runtime.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "core/error.h"
+#include "core/hash.h"
+#include "core/text.h"
+#include "lua/api.h"
+#include "lua/call_limit.h"
+#include "lua/lua_call.h"
+#include "lua/lua_json.h"
+
+namespace shepherd {
+
+namespace {
+
+// The suite's own request() and check() may do real work (read a file, score
+// an answer), but one stuck forever must not hold a worker forever.
+constexpr std::chrono::milliseconds kSuiteCallBudget{10'000};
+constexpr size_t kSuiteCallMemory = size_t{1} << 30;
+
+}  // namespace
+
+SuiteRuntime::SuiteRuntime(const Suite& suite, const Matrix& matrix) : suite_(suite), matrix_(matrix) {
+  register_shepherd_api(lua_);
+  push_suite_table(lua_, suite.path, suite.dir, suite.source, true);
+  suite_ref_ = luaL_ref(lua_, LUA_REGISTRYINDEX);
+  verify_matrix();
+}
+
+SuiteRuntime::~SuiteRuntime() { luaL_unref(lua_, LUA_REGISTRYINDEX, suite_ref_); }
+
+void SuiteRuntime::push_function(const char* name) {
+  // Raw access: a suite table with a raising __index must not reach the host.
+  lua_rawgeti(lua_, LUA_REGISTRYINDEX, suite_ref_);
+  lua_pushstring(lua_, name);
+  lua_rawget(lua_, -2);
+  lua_remove(lua_, -2);
+}
+
+void SuiteRuntime::verify_matrix() {
+  // Cells are read from this state's own copy of the matrix by index: it must
+  // be the very matrix the tasks were planned from.
+  StackGuard guard(lua_);
+  push_function("matrix");
+  for (const auto& dim : matrix_.dims()) {
+    lua_pushlstring(lua_, dim.name.data(), dim.name.size());
+    lua_rawget(lua_, -2);
+    nlohmann::json values;
+    std::string error;
+    bool same = lua_istable(lua_, -1) && try_to_json(lua_, lua_gettop(lua_), values, error) && values.is_array() &&
+                values.size() == dim.values.size() && std::equal(dim.values.begin(), dim.values.end(), values.begin());
+    if (!same) {
+      throw Error(codes::SUITE_INVALID,
+                  suite_.path + ": matrix." + dim.name +
+                      " differs between two loads of the suite (is it built from random numbers, the time or pairs() order?)",
+                  Stage::config, {{"file", suite_.path}, {"field", "matrix." + dim.name}});
+    }
+    lua_pop(lua_, 1);
+  }
+}
+
+void SuiteRuntime::push_cell(uint64_t ordinal) {
+  // The cell's values come from this state's own copy of the matrix, so
+  // table values reach request() as tables.
+  const auto& dims = matrix_.dims();
+  auto idx = matrix_.value_indices(ordinal);
+  lua_createtable(lua_, 0, static_cast<int>(dims.size()));
+  push_function("matrix");
+  for (size_t i = 0; i < dims.size(); ++i) {
+    lua_pushlstring(lua_, dims[i].name.data(), dims[i].name.size());
+    lua_rawget(lua_, -2);
+    lua_rawgeti(lua_, -1, static_cast<int>(idx[i]) + 1);
+    lua_setfield(lua_, -4, dims[i].name.c_str());
+    lua_pop(lua_, 1);
+  }
+  lua_pop(lua_, 1);
+}
+
+bool SuiteRuntime::request_body(uint64_t ordinal, nlohmann::json& body, std::string& error) {
+  StackGuard guard(lua_);
+  push_function("request");
+  push_cell(ordinal);
+  LuaFailure failure;
+  {
+    CallLimit limit(lua_, kSuiteCallBudget);
+    MemoryLimit memory(lua_, kSuiteCallMemory);
+    if (!protected_call(lua_, 1, 1, failure)) {
+      error = clip_text("request(cell) raised: " + failure.describe());
+      return false;
+    }
+  }
+  if (!lua_istable(lua_, -1)) {
+    error = std::string("request(cell) must return a table, got ") + luaL_typename(lua_, -1);
+    return false;
+  }
+  if (!try_to_json(lua_, lua_gettop(lua_), body, error, "request")) {
+    error = clip_text("request(cell) returned a table that is not JSON: " + error);
+    return false;
+  }
+  if (!body.is_object()) {
+    error = "request(cell) must return a table of fields";
+    return false;
+  }
+  return true;
+}
+
+int SuiteRuntime::preferred_key(uint64_t ordinal, const std::vector<std::string>& key_ids) {
+  StackGuard guard(lua_);
+  push_function("key_for");
+  if (!lua_isfunction(lua_, -1)) return -1;
+  push_cell(ordinal);
+  lua_createtable(lua_, static_cast<int>(key_ids.size()), 0);
+  for (size_t i = 0; i < key_ids.size(); ++i) {
+    lua_pushstring(lua_, key_ids[i].c_str());
+    lua_rawseti(lua_, -2, static_cast<int>(i) + 1);
+  }
+  LuaFailure failure;
+  bool ok = false;
+  {
+    CallLimit limit(lua_, kSuiteCallBudget);
+    MemoryLimit memory(lua_, kSuiteCallMemory);
+    ok = protected_call(lua_, 2, 1, failure);
+  }
+  if (!ok) {
+    throw Error(codes::SUITE_INVALID, clip_text("key_for(cell, keys) raised: " + failure.describe()), Stage::config,
+                {{"file", failure.file}, {"line", failure.line}, {"field", "key_for"}});
+  }
+  if (lua_isnil(lua_, -1)) return -1;
+  const char* id = lua_type(lua_, -1) == LUA_TSTRING ? lua_tostring(lua_, -1) : nullptr;
+  auto it = id ? std::find(key_ids.begin(), key_ids.end(), id) : key_ids.end();
+  if (it == key_ids.end()) {
+    std::string got = id ? std::string("'") + id + "'" : std::string("a ") + luaL_typename(lua_, -1);
+    throw Error(codes::SUITE_INVALID,
+                clip_text("key_for(cell, keys) returned " + got + ", which is not a key id of the suite"),
+                Stage::config, {{"field", "key_for"}});
+  }
+  return static_cast<int>(it - key_ids.begin());
+}
+
+bool SuiteRuntime::check(uint64_t ordinal, const CheckInput& in, std::string& reason) {
+  StackGuard guard(lua_);
+  push_function("check");
+  push_cell(ordinal);
+  lua_createtable(lua_, 0, 4);
+  lua_pushlstring(lua_, in.content.data(), in.content.size());
+  lua_setfield(lua_, -2, "content");
+  lua_pushlstring(lua_, in.model.data(), in.model.size());
+  lua_setfield(lua_, -2, "model");
+  lua_pushlstring(lua_, in.finish_reason.data(), in.finish_reason.size());
+  lua_setfield(lua_, -2, "finish_reason");
+  if (!in.usage_json.empty()) {
+    auto usage = nlohmann::json::parse(in.usage_json.begin(), in.usage_json.end(), nullptr, false);
+    if (!usage.is_discarded()) {
+      push_json(lua_, usage);
+      lua_setfield(lua_, -2, "usage");
+    }
+  }
+  LuaFailure failure;
+  bool ok = false;
+  {
+    CallLimit limit(lua_, kSuiteCallBudget);
+    MemoryLimit memory(lua_, kSuiteCallMemory);
+    ok = protected_call(lua_, 2, 2, failure);
+  }
+  if (!ok) {
+    reason = clip_text("check raised: " + failure.describe());
+    return false;
+  }
+  if (lua_toboolean(lua_, -2)) return true;
+  reason = lua_type(lua_, -1) == LUA_TSTRING ? clip_text(lua_tostring(lua_, -1)) : "check returned false";
+  return false;
+}
+
+std::string request_hash(const nlohmann::json& body) {
+  if (!body.is_object() || !body.contains("model")) return stable_hash_hex(safe_dump(body));
+  nlohmann::json copy = body;
+  copy.erase("model");
+  return stable_hash_hex(safe_dump(copy));
+}
+
+void fill_request_hashes(const Suite& suite, std::vector<TaskSeed>& cells) {
+  Matrix matrix(suite.dims);
+  SuiteRuntime runtime(suite, matrix);
+  nlohmann::json body;
+  std::string error;
+  for (uint64_t i = 0; i < cells.size() && i < matrix.size(); ++i) {
+    cells[i].request_hash = runtime.request_body(i, body, error) ? request_hash(body) : std::string();
+  }
+}
+
+}  // namespace shepherd
