@@ -47,6 +47,7 @@ inline constexpr const char* STORE_LOCKED = "STORE_LOCKED";
 inline constexpr const char* STORE_OPEN_FAILED = "STORE_OPEN_FAILED";
 inline constexpr const char* STORE_SCHEMA_TOO_NEW = "STORE_SCHEMA_TOO_NEW";
 inline constexpr const char* STORE_WRITE_FAILED = "STORE_WRITE_FAILED";
+inline constexpr const char* STORE_LOST = "STORE_LOST";
 inline constexpr const char* HTTP_INIT_FAILED = "HTTP_INIT_FAILED";
 inline constexpr const char* MOCK_BIND_FAILED = "MOCK_BIND_FAILED";
 inline constexpr const char* IO_ERROR = "IO_ERROR";

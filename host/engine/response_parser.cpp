@@ -4,29 +4,100 @@
 #include <cmath>
 #include <ctime>
 
+#include "core/json_limits.h"
+#include "core/text.h"
+
 namespace shepherd {
 
 namespace {
 
-std::string string_or_empty(const nlohmann::json& j, const char* key) {
-  auto it = j.find(key);
-  if (it == j.end()) return {};
-  if (it->is_string()) return it->get<std::string>();
-  if (it->is_number_integer()) return std::to_string(it->get<int64_t>());
-  return {};
-}
+using nlohmann::json;
 
-int64_t int_or(const nlohmann::json& j, const char* key, int64_t fallback) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_number() ? it->get<int64_t>() : fallback;
-}
-
-}  // namespace
-
-namespace {
 constexpr double kMaxRetryAfterMs = 86'400'000;  // a day: beyond is noise, and would overflow clocks
 
 long clamp_ms(double ms) { return static_cast<long>(std::ceil(std::min(ms, kMaxRetryAfterMs))); }
+
+const json* member(const json& j, const char* key) {
+  if (!j.is_object()) return nullptr;
+  auto it = j.find(key);
+  return it == j.end() ? nullptr : &*it;
+}
+
+std::string text_of(const json* j) {
+  if (j == nullptr) return {};
+  if (j->is_string()) return j->get<std::string>();
+  return {};
+}
+
+// An integer that fits; providers send floats, strings and 1e300 too.
+int64_t count_or(const json& j, const char* key) {
+  const json* v = member(j, key);
+  if (v == nullptr) return -1;
+  if (v->is_number_integer()) return v->get<int64_t>();
+  if (v->is_number_unsigned()) return static_cast<int64_t>(std::min<uint64_t>(v->get<uint64_t>(), INT64_MAX));
+  if (v->is_number_float()) {
+    double d = v->get<double>();
+    return std::isfinite(d) && d >= 0 && d < 9e18 ? static_cast<int64_t>(d) : -1;
+  }
+  return -1;
+}
+
+// Error message text: a string, or (Mistral's 422) an object, kept as JSON.
+std::string message_of(const json* m) {
+  if (m == nullptr || m->is_null()) return {};
+  if (m->is_string()) return m->get<std::string>();
+  return clip_text(safe_dump(*m));
+}
+
+void read_error(const json& b, ParsedResponse& out) {
+  const json* holder = &b;
+  // Gemini's OpenAI-compatible endpoint wraps its error in a list.
+  if (b.is_array() && !b.empty() && member(b[0], "error")) holder = &b[0];
+  if (!holder->is_object()) return;
+  if (const json* e = member(*holder, "error")) {
+    if (e->is_object()) {
+      const json* code = member(*e, "code");
+      for (std::string candidate : {text_of(code), text_of(member(*e, "type")), text_of(member(*e, "status"))}) {
+        if (!candidate.empty()) {
+          out.error_code = std::move(candidate);
+          break;
+        }
+      }
+      if (out.error_code.empty() && code && code->is_number_integer()) out.error_code = std::to_string(code->get<int64_t>());
+      out.error_message = message_of(member(*e, "message"));
+    } else if (e->is_string()) {
+      out.error_message = e->get<std::string>();
+    }
+    return;
+  }
+  // DashScope's native shape, {"code": "...", "message": "..."}, and other
+  // bare envelopes: only when the body is not an answer.
+  if (member(*holder, "choices")) return;
+  out.error_code = text_of(member(*holder, "code"));
+  out.error_message = message_of(member(*holder, "message"));
+  if (out.error_message.empty()) out.error_message = message_of(member(*holder, "detail"));
+}
+
+// Text content: a string, or a list of parts whose text parts are joined.
+bool read_content(const json& content, std::string& out) {
+  if (content.is_string()) {
+    out = content.get<std::string>();
+    return true;
+  }
+  if (!content.is_array()) return false;
+  bool any = false;
+  for (const auto& part : content) {
+    if (part.is_string()) {
+      out += part.get<std::string>();
+      any = true;
+    } else if (const json* text = member(part, "text"); text && text->is_string()) {
+      out += text->get<std::string>();
+      any = true;
+    }
+  }
+  return any || content.empty();
+}
+
 }  // namespace
 
 long parse_retry_after_ms(const HttpResponse& r) {
@@ -53,46 +124,49 @@ long parse_retry_after_ms(const HttpResponse& r) {
   return -1;
 }
 
+ParsedResponse parse_response_failure(const HttpResponse& response, const std::string& why) {
+  ParsedResponse out;
+  out.retry_after_ms = parse_retry_after_ms(response);
+  out.body = json(json::value_t::discarded);
+  out.parse_error = why;
+  return out;
+}
+
 ParsedResponse parse_response(const HttpResponse& response) {
   ParsedResponse out;
   out.retry_after_ms = parse_retry_after_ms(response);
   if (response.transport != Transport::none || response.body.empty()) {
-    out.body = nlohmann::json(nlohmann::json::value_t::discarded);
+    out.body = json(json::value_t::discarded);
     return out;
   }
-  out.body = nlohmann::json::parse(response.body, nullptr, false);
-  const auto& b = out.body;
+  out.body = parse_json_bounded(response.body, &out.parse_error);
+  const json& b = out.body;
+  if (b.is_discarded()) return out;
+  read_error(b, out);
   if (!b.is_object()) return out;
 
-  out.model = string_or_empty(b, "model");
-  if (auto e = b.find("error"); e != b.end()) {
-    if (e->is_object()) {
-      out.error_code = string_or_empty(*e, "code");
-      if (out.error_code.empty()) out.error_code = string_or_empty(*e, "type");
-      out.error_message = string_or_empty(*e, "message");
-    } else if (e->is_string()) {
-      out.error_message = e->get<std::string>();
-    }
+  out.model = text_of(member(b, "model"));
+  if (const json* u = member(b, "usage"); u && u->is_object()) {
+    out.prompt_tokens = count_or(*u, "prompt_tokens");
+    out.completion_tokens = count_or(*u, "completion_tokens");
+    out.usage_json = safe_dump(*u);
   }
-  if (auto u = b.find("usage"); u != b.end() && u->is_object()) {
-    out.prompt_tokens = int_or(*u, "prompt_tokens", -1);
-    out.completion_tokens = int_or(*u, "completion_tokens", -1);
-    out.usage_json = u->dump();
-  }
-  auto choices = b.find("choices");
-  if (choices == b.end() || !choices->is_array() || choices->empty()) return out;
-  const auto& first = (*choices)[0];
-  if (!first.is_object()) return out;
-  out.finish_reason = string_or_empty(first, "finish_reason");
-  auto message = first.find("message");
-  if (message == first.end() || !message->is_object()) return out;
-  auto content = message->find("content");
-  if (content == message->end()) return out;
-  if (content->is_string()) {
-    out.content = content->get<std::string>();
+  const json* choices = member(b, "choices");
+  if (choices == nullptr || !choices->is_array() || choices->empty()) return out;
+  const json& first = (*choices)[0];
+  out.finish_reason = text_of(member(first, "finish_reason"));
+  const json* message = member(first, "message");
+  if (message == nullptr || !message->is_object()) return out;
+  out.refusal = text_of(member(*message, "refusal"));
+  const json* calls = member(*message, "tool_calls");
+  out.has_tool_calls = calls && calls->is_array() && !calls->empty();
+  const json* content = member(*message, "content");
+  if (content && read_content(*content, out.content)) {
     out.is_completion = true;
-  } else if (content->is_null() && message->contains("tool_calls")) {
-    out.is_completion = true;  // a tool call answers with no text
+  } else if ((content == nullptr || content->is_null()) && out.has_tool_calls) {
+    // A tool call answers with no text: content null, or no content key at
+    // all (Gemini's OpenAI-compatible endpoint).
+    out.is_completion = true;
   }
   return out;
 }

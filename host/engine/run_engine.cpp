@@ -400,7 +400,12 @@ RunReport Run::execute() {
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  writer_ = std::make_unique<Writer>(options_.db_path);
+  // A failed commit stops dispatching at once, from the writer's thread: no
+  // request goes out whose answer could not be stored.
+  writer_ = std::make_unique<Writer>(options_.db_path, [this] {
+    dispatcher_->stop_dispatching();
+    wake_all();
+  });
   http_ = std::make_unique<HttpClient>(HttpClientOptions{}, [this](std::vector<HttpResponse>&& done) {
     {
       std::lock_guard lock(queue_.mutex);
@@ -448,6 +453,15 @@ RunReport Run::execute() {
     }
     if (sig == SIGHUP) watcher.request_reload();
     for (auto& result : watcher.take_results()) report_reload(result);
+    if (std::string why; !store_failure && !(why = lock.lost()).empty()) {
+      // Results committed from now on would go to a file nobody can open.
+      store_failure = std::make_shared<const Error>(codes::STORE_LOST, why + ": stopping the run", Stage::storage,
+                                                    nlohmann::json{{"path", options_.db_path}});
+      spdlog::error("{}", store_failure->what());
+      dispatcher_->stop_dispatching();
+      cancelling = true;
+      wake_all();
+    }
     if (!store_failure && (store_failure = writer_->failure())) {
       spdlog::error("{}: stopping the run", store_failure->what());
       dispatcher_->stop_dispatching();
@@ -479,7 +493,11 @@ RunReport Run::execute() {
   progress.clear();
   record_pool(SteadyClock::now());
   writer_->flush();
-  if (!store_failure) store_failure = writer_->failure();
+  // The writer's account is final only now: answers that arrived after the
+  // failed commit count as lost too.
+  if (auto f = writer_->failure(); f && (!store_failure || store_failure->code() != codes::STORE_LOST)) {
+    store_failure = f;
+  }
   writer_.reset();
 
   report.seconds = ms_between(start, SteadyClock::now()) / 1000.0;

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/text.h"
 #include "engine/response_parser.h"
+#include "engine/stream_assembler.h"
 #include "lua/api.h"
 #include "lua/call_limit.h"
 #include "lua/lua_call.h"
@@ -22,7 +23,7 @@ std::string upper(std::string s) {
 
 // A one-line account of a failed attempt, for the store and the export.
 std::string describe(const std::string& cls, const HttpResponse& r, const ParsedResponse& p,
-                     const std::string& requested, const std::string& check_reason) {
+                     const std::string& requested, const std::string& check_reason, const std::string& stream_error) {
   if (r.transport != Transport::none) {
     std::string what(to_string(r.transport));
     return "transport " + what + " after " + std::to_string(static_cast<long>(r.elapsed_ms)) + " ms" +
@@ -32,6 +33,8 @@ std::string describe(const std::string& cls, const HttpResponse& r, const Parsed
   if (cls == "check_failed") return "check failed: " + check_reason;
   std::string out = "HTTP " + std::to_string(r.status);
   if (!p.error_message.empty()) return out + ": " + p.error_message;
+  if (!stream_error.empty()) return out + ": " + stream_error;
+  if (!p.parse_error.empty()) return out + ": " + p.parse_error;
   if (cls == "bad_response") return out + ": the body is not a chat completion";
   return out;
 }
@@ -82,6 +85,12 @@ bool TaskWorker::build_request(uint32_t task_index, TaskRuntime& task, HttpReque
   const SlotBinding& slot = ctx_.slots[static_cast<size_t>(task.slot)];
   const KeyBinding& key = ctx_.keys[slot.key];
   const ProviderSpec& p = *key.provider;
+  // Streaming by default, so that silence is seen as a stall within
+  // seconds; a suite that sets `stream` itself keeps its choice.
+  if (p.stream && !body.contains("stream")) {
+    body["stream"] = true;
+    if (p.stream_usage && !body.contains("stream_options")) body["stream_options"] = {{"include_usage", true}};
+  }
   out.id = task_index;
   out.method = "POST";
   out.url = slot.url;
@@ -97,15 +106,30 @@ bool TaskWorker::build_request(uint32_t task_index, TaskRuntime& task, HttpReque
   tokens = static_cast<double>(out.body.size()) / 4 +
            (max_tokens != body.end() && max_tokens->is_number() ? max_tokens->get<double>() : 256);
   out.connect_timeout_ms = p.timeouts.connect_ms;
+  out.first_byte_timeout_ms = p.timeouts.first_byte_ms;
   out.total_timeout_ms = p.timeouts.total_ms;
   out.stall_timeout_ms = p.timeouts.stall_ms;
   out.max_response_bytes = p.max_response_bytes;
   return true;
 }
 
-AttemptOutcome TaskWorker::judge(TaskRuntime& task, const HttpResponse& r, int usable_keys) {
+AttemptOutcome TaskWorker::judge(TaskRuntime& task, HttpResponse& r, int usable_keys) {
   refresh_policies();
-  ParsedResponse parsed = parse_response(r);
+  const ProviderSpec& provider = *ctx_.keys[ctx_.slots[static_cast<size_t>(task.slot)].key].provider;
+  // A streamed answer becomes the chat completion it spells out: from here on
+  // nothing (policies, store, export) can tell it was streamed. A stream that
+  // breaks off keeps its raw text, which is not a completion.
+  std::string stream_error;
+  if (r.transport == Transport::none && r.status >= 200 && r.status < 300 &&
+      is_event_stream(r.header("content-type"), r.body)) {
+    AssembledStream a = assemble_stream(r.body, provider.max_response_bytes);
+    if (a.complete && a.error.empty() && !a.body.empty()) {
+      r.body = std::move(a.body);
+    } else {
+      stream_error = a.error.empty() ? "the stream carried no answer" : "stream: " + a.error;
+    }
+  }
+  ParsedResponse parsed = stream_error.empty() ? parse_response(r) : parse_response_failure(r, stream_error);
   const std::string& requested = ctx_.models[task.attempt_model];
   const Suite& suite = *ctx_.suite;
   std::string_view role = suite.model_is_dimension ? "dimension" : "resource";
@@ -189,7 +213,7 @@ AttemptOutcome TaskWorker::judge(TaskRuntime& task, const HttpResponse& r, int u
     return out;
   }
 
-  rec.error_message = clip_text(describe(cls, r, parsed, requested, check_reason));
+  rec.error_message = clip_text(describe(cls, r, parsed, requested, check_reason, stream_error));
   DecideInput in;
   in.cls = cls;
   in.attempt = task.attempts_run;

@@ -48,8 +48,9 @@ class TaskWorker {
   std::string current_request_hash(uint64_t ordinal);
 
   // Classifies the answer and decides what follows; updates the task's history.
-  // `usable_keys`: other keys that may still serve the task's model.
-  AttemptOutcome judge(TaskRuntime& task, const HttpResponse& response, int usable_keys);
+  // `usable_keys`: other keys that may still serve the task's model. A
+  // streamed answer's body is replaced by the assembled chat completion.
+  AttemptOutcome judge(TaskRuntime& task, HttpResponse& response, int usable_keys);
 
   // Asks switch.lua for the model after `current`. An answer that is not a
   // candidate, or already exhausted, or a policy error falls back to the next

@@ -35,6 +35,8 @@ namespace {
 constexpr auto stall_sweep_interval = Millis(50);
 constexpr int max_events = 1024;
 
+bool watched(const HttpRequest& r) { return r.stall_timeout_ms > 0 || r.first_byte_timeout_ms > 0; }
+
 // libcurl 7.88 walks every cached connection of a multi handle when it looks
 // for one to reuse and again when a handle is removed: O(connections) per
 // request, which at 10,000 in flight costs ~200 us each. Spreading transfers
@@ -120,7 +122,7 @@ class HttpClient::Impl {
   // Loop thread only.
   TimePoint now_ = SteadyClock::now();  // read once per loop turn
   TimePoint next_sweep_{};
-  size_t stall_watched_ = 0;  // active transfers with a stall limit
+  size_t watched_ = 0;  // active transfers with a first-byte or stall limit
   std::vector<std::unique_ptr<Transfer>> active_;
   std::vector<std::unique_ptr<Transfer>> free_;  // idle easy handles, reused
   std::vector<HttpResponse> done_;               // finished in this loop turn
@@ -250,7 +252,7 @@ void HttpClient::Impl::run() {
     }
     collect_finished();
     if (woken && !handle_wake()) break;
-    if (stall_watched_ > 0 && now_ >= next_sweep_) {
+    if (watched_ > 0 && now_ >= next_sweep_) {
       sweep_stalled();
       next_sweep_ = now_ + stall_sweep_interval;
     }
@@ -315,9 +317,9 @@ void HttpClient::Impl::start(Pending&& pending) {
   active_.push_back(std::move(transfer));
   Shard& shard = pick_shard();
   t.shard = shard.index;
-  ++shard.active;  // complete() counts this and stall_watched_ down
+  ++shard.active;  // complete() counts this and watched_ down
   const bool ready = t.prepare(std::move(pending.request), pending.submitted, share_.get());
-  if (t.request.stall_timeout_ms > 0) ++stall_watched_;
+  if (watched(t.request)) ++watched_;
   if (!ready) return complete(t, Transport::other, t.error);
   const CURLMcode rc = curl_multi_add_handle(shard.multi.get(), t.easy.get());
   if (rc != CURLM_OK) complete(t, Transport::other, curl_multi_strerror(rc));
@@ -335,14 +337,20 @@ HttpClient::Impl::Shard& HttpClient::Impl::pick_shard() {
 void HttpClient::Impl::sweep_stalled() {
   stalled_.clear();
   for (const auto& t : active_) {
-    const long limit = t->request.stall_timeout_ms;
-    if (limit > 0 && t->responding && now_ - t->last_activity > Millis(limit))
-      stalled_.push_back(t.get());
+    const HttpRequest& r = t->request;
+    const bool stalled = t->body_started && r.stall_timeout_ms > 0 && now_ - t->last_activity > Millis(r.stall_timeout_ms);
+    const bool no_first_byte =
+        !t->body_started && r.first_byte_timeout_ms > 0 && now_ - t->submitted > Millis(r.first_byte_timeout_ms);
+    if (stalled || no_first_byte) stalled_.push_back(t.get());
   }
   for (Transfer* t : stalled_) {
-    auto detail = "no data for " + std::to_string(t->request.stall_timeout_ms) +
-                  " ms after the response began";
-    abort(*t, Transport::stall, std::move(detail));
+    if (t->body_started) {
+      abort(*t, Transport::stall,
+            "no data for " + std::to_string(t->request.stall_timeout_ms) + " ms after the answer began");
+    } else {
+      abort(*t, Transport::first_byte,
+            "no byte of the answer within " + std::to_string(t->request.first_byte_timeout_ms) + " ms");
+    }
   }
 }
 
@@ -377,7 +385,7 @@ void HttpClient::Impl::abort(Transfer& transfer, Transport transport, std::strin
 }
 
 void HttpClient::Impl::complete(Transfer& t, Transport transport, std::string detail) {
-  if (t.request.stall_timeout_ms > 0) --stall_watched_;
+  if (watched(t.request)) --watched_;
   --shards_[t.shard].active;
   const auto submitted = t.submitted;
   HttpResponse response = t.take_response(transport, std::move(detail));
@@ -431,7 +439,7 @@ int HttpClient::Impl::wait_timeout_ms() const {
   std::optional<TimePoint> due;
   for (const Shard& shard : shards_)
     if (shard.timer_due && (!due || *shard.timer_due < *due)) due = shard.timer_due;
-  if (stall_watched_ > 0 && (!due || next_sweep_ < *due)) due = next_sweep_;
+  if (watched_ > 0 && (!due || next_sweep_ < *due)) due = next_sweep_;
   if (!due) return -1;
   const auto now = SteadyClock::now();
   if (*due <= now) return 0;

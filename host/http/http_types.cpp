@@ -9,6 +9,7 @@ std::string_view to_string(Transport t) {
     case Transport::connect: return "connect";
     case Transport::reset: return "reset";
     case Transport::stall: return "stall";
+    case Transport::first_byte: return "first_byte";
     case Transport::too_large: return "too_large";
     case Transport::cancelled: return "cancelled";
     case Transport::other: return "other";

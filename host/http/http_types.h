@@ -16,7 +16,8 @@ struct HttpRequest {
   std::string body;
   long connect_timeout_ms = 10'000;
   long total_timeout_ms = 600'000;
-  long stall_timeout_ms = 0;          // longest silence once the response has begun; 0 = off
+  long first_byte_timeout_ms = 0;     // longest wait for the first byte of the body; 0 = off
+  long stall_timeout_ms = 0;          // longest silence once the body has begun; 0 = off
   size_t max_response_bytes = 8u << 20;
 };
 
@@ -26,7 +27,8 @@ enum class Transport {
   timeout,    // total or connect deadline passed
   connect,    // refused, unreachable, DNS
   reset,      // connection reset or closed before the response completed
-  stall,      // the response began, then went silent longer than stall_timeout_ms
+  stall,      // the body began, then went silent longer than stall_timeout_ms
+  first_byte, // no byte of the body within first_byte_timeout_ms
   too_large,  // body exceeded max_response_bytes
   cancelled,  // cancel_all()
   other,

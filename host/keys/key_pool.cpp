@@ -37,7 +37,8 @@ std::string iso_in(TimePoint until, TimePoint now) {
 
 }  // namespace
 
-KeySlot::KeySlot(const SlotLimits& l) : limits(l), rate(l.rpm) {}
+KeySlot::KeySlot(const SlotLimits& l, const CircuitBreakerOptions& breaker_options)
+    : limits(l), rate(l.rpm), breaker(breaker_options) {}
 
 uint32_t KeySlot::sent_last_minute(TimePoint now) {
   int64_t second = seconds_of(now);
@@ -58,24 +59,37 @@ uint32_t KeyPool::add_key(std::string id, uint32_t provider) {
 }
 
 int KeyPool::add_slot(uint32_t key, uint32_t model, const SlotLimits& limits, uint32_t endpoint,
-                      std::optional<int> quota_reset_minute_utc) {
+                      std::optional<int> quota_reset_minute_utc, const CircuitBreakerOptions& breaker) {
   SlotLimits l = limits;
   if (l.concurrency < 1) l.concurrency = 1;
-  KeySlot s(l);
+  KeySlot s(l, breaker);
   s.key = key;
   s.model = model;
   s.endpoint = endpoint;
+  s.endpoint_key = endpoint_of(endpoint).add_key(key);
   slots_.push_back(std::move(s));
   quota_reset_.push_back(quota_reset_minute_utc);
   if (by_model_.size() <= model) {
     by_model_.resize(model + 1);
     rotation_.resize(model + 1, 0);
   }
-  if (endpoints_.size() <= endpoint) endpoints_.resize(endpoint + 1);
   int index = static_cast<int>(slots_.size() - 1);
   by_model_[model].push_back(index);
   update_pacing(slots_.back(), TimePoint{});
   return index;
+}
+
+EndpointBreaker& KeyPool::endpoint_of(uint32_t endpoint) {
+  if (endpoints_.size() <= endpoint) endpoints_.resize(endpoint + 1);
+  return endpoints_[endpoint];
+}
+
+void KeyPool::configure_endpoint(uint32_t endpoint, const CircuitBreakerOptions& breaker) {
+  EndpointBreaker& e = endpoint_of(endpoint);
+  EndpointBreaker fresh(breaker);
+  // The same keys in the same order, so the slots' endpoint_key stay right.
+  for (int i = 0; i < e.keys(); ++i) fresh.add_key(e.key_at(i));
+  e = std::move(fresh);
 }
 
 void KeyPool::update_pacing(KeySlot& s, TimePoint now) {
@@ -92,12 +106,14 @@ void KeyPool::update_pacing(KeySlot& s, TimePoint now) {
 bool KeyPool::eligible(KeySlot& s, TimePoint now) {
   if (keys_[s.key].disabled || s.parked_until > now || s.cooldown_until > now) return false;
   // An open breaker whose wait is over turns half-open here: that is a change too.
-  CircuitBreaker& endpoint = endpoints_[s.endpoint];
-  for (auto [breaker, scope] : {std::pair{&s.breaker, "slot"}, std::pair{&endpoint, "endpoint"}}) {
-    if (breaker->refresh(now)) {
-      pending_events_.push_back({"breaker", {{"key", keys_[s.key].id}, {"scope", scope}, {"endpoint", s.endpoint},
-                                             {"state", std::string(to_string(breaker->state()))}}});
-    }
+  EndpointBreaker& endpoint = endpoints_[s.endpoint];
+  if (s.breaker.refresh(now)) {
+    pending_events_.push_back({"breaker", {{"key", keys_[s.key].id}, {"scope", "slot"}, {"endpoint", s.endpoint},
+                                           {"state", std::string(to_string(s.breaker.state()))}}});
+  }
+  if (endpoint.refresh(now)) {
+    pending_events_.push_back({"breaker", {{"key", keys_[s.key].id}, {"scope", "endpoint"}, {"endpoint", s.endpoint},
+                                           {"state", std::string(to_string(endpoint.state()))}}});
   }
   int room = s.limits.concurrency;
   // What the provider says is left this window bounds what may be in flight.
@@ -107,20 +123,24 @@ bool KeyPool::eligible(KeySlot& s, TimePoint now) {
   if (slow_start_ && s.limits.rpm <= 0 && s.rate.awaiting_first_answer()) room = 1;
   if (s.in_flight >= room) return false;
   if (s.requests.ready_at(now) > now || s.tokens.ready_at(now, 0) > now) return false;
-  return s.breaker.allows(now) && endpoints_[s.endpoint].allows(now);
+  // Both must admit: a half-open endpoint's few probes are shared by all its slots.
+  return s.breaker.allows(now) && endpoint.allows(now);
 }
 
 int KeyPool::acquire(uint32_t model, TimePoint now, int preferred_key) {
   if (model >= by_model_.size()) return -1;
   const auto& candidates = by_model_[model];
   // A preferred key that can still serve the model is waited for; only one
-  // that cannot (rejected, parked, breaker open) lets the task go elsewhere.
+  // that cannot (rejected, parked, its or its endpoint's breaker open) lets
+  // the task go elsewhere.
   if (preferred_key >= 0) {
     for (int index : candidates) {
       KeySlot& s = slots_[static_cast<size_t>(index)];
       if (static_cast<int>(s.key) != preferred_key) continue;
+      const EndpointBreaker& endpoint = endpoints_[s.endpoint];
       bool can_serve = !keys_[s.key].disabled && s.parked_until <= now &&
-                       s.breaker.state() != CircuitBreaker::State::open;
+                       !(s.breaker.state() == CircuitBreaker::State::open && s.breaker.open_until() > now) &&
+                       !(endpoint.state() == CircuitBreaker::State::open && endpoint.open_until() > now);
       if (!can_serve) break;
       return eligible(s, now) ? grant(index, now) : -1;
     }
@@ -208,6 +228,13 @@ std::vector<PoolEvent> KeyPool::on_result(int slot, const SlotFeedback& f, doubl
     s.parked_until = reset ? next_reset(*reset, now) : TimePoint::max();
     events.push_back({"quota_parked", detail({{"until", iso_in(s.parked_until, now)}})});
   }
+  // A key refused this model for good (no permission, no such model): park
+  // the slot for the run, so a retry storm across keys ends once each key has
+  // been tried. Quota wins: it may come back at its reset time.
+  if (!f.quota_exhausted && s.parked_until != TimePoint::max()) {
+    if (f.forbidden) park_for_run(s, slot, "forbidden", f.status, events);
+    else if (f.model_not_found) park_for_run(s, slot, "model_not_found", f.status, events);
+  }
   if (f.rate_limited) {
     ++s.rate_limited;
     s.rate.on_rate_limited(f.retry_after_s, now);
@@ -217,22 +244,45 @@ std::vector<PoolEvent> KeyPool::on_result(int slot, const SlotFeedback& f, doubl
   }
   bool failure = f.transport_failure || f.status >= 500;
   bool success = !failure && f.status >= 200 && f.status < 300;
-  CircuitBreaker& endpoint = endpoints_[s.endpoint];
-  for (auto [breaker, scope] : {std::pair{&s.breaker, "slot"}, std::pair{&endpoint, "endpoint"}}) {
-    if (!failure && !success) {
-      // A 4xx or 429 says nothing about the endpoint's health: a probe's place goes back.
-      breaker->on_abandoned();
-      continue;
+  EndpointBreaker& endpoint = endpoints_[s.endpoint];
+  if (!failure && !success) {
+    // A 4xx or 429 says nothing about the endpoint's health: a probe's place goes back.
+    s.breaker.on_abandoned();
+    endpoint.on_abandoned();
+  } else {
+    // Opening from closed, the event says what the window saw; a re-opening
+    // after failed probes says only how long it waits.
+    auto report = [&](const char* scope, CircuitBreaker::State state, bool was_closed, Millis wait, int calls,
+                      double rate) {
+      nlohmann::json d{{"scope", scope}, {"state", to_string(state)}, {"endpoint", s.endpoint}};
+      if (state == CircuitBreaker::State::open) {
+        d["open_ms"] = wait.count();
+        if (was_closed) {
+          d["calls"] = calls;
+          d["failure_rate"] = rate;
+        }
+      }
+      events.push_back({"breaker", detail(std::move(d))});
+    };
+    bool slot_was_closed = s.breaker.state() == CircuitBreaker::State::closed;
+    if (failure ? s.breaker.on_failure(now) : s.breaker.on_success(now)) {
+      report("slot", s.breaker.state(), slot_was_closed, s.breaker.wait(), s.breaker.calls(), s.breaker.failure_rate());
     }
-    bool changed = failure ? breaker->on_failure(now) : breaker->on_success(now);
-    if (changed) {
-      events.push_back({"breaker", detail({{"scope", scope}, {"state", to_string(breaker->state())},
-                                           {"endpoint", s.endpoint}})});
+    bool endpoint_was_closed = endpoint.state() == CircuitBreaker::State::closed;
+    if (failure ? endpoint.on_failure(s.endpoint_key, now) : endpoint.on_success(s.endpoint_key, now)) {
+      report("endpoint", endpoint.state(), endpoint_was_closed, endpoint.wait(), endpoint.calls(),
+             endpoint.failure_rate());
     }
   }
   if (success) s.rate.on_success(now);
   update_pacing(s, now);
   return events;
+}
+
+void KeyPool::park_for_run(KeySlot& s, int slot, const char* reason, long status, std::vector<PoolEvent>& events) {
+  s.parked_until = TimePoint::max();
+  events.push_back({"slot_parked", {{"key", keys_[s.key].id}, {"slot", slot}, {"reason", reason}, {"status", status},
+                                    {"until", "end of run"}}});
 }
 
 TimePoint KeyPool::next_ready(uint32_t model, TimePoint now) const {
@@ -243,7 +293,8 @@ TimePoint KeyPool::next_ready(uint32_t model, TimePoint now) const {
     if (keys_[s.key].disabled || s.parked_until == TimePoint::max()) continue;
     TimePoint at = std::max({s.cooldown_until, s.parked_until, s.requests.ready_at(now), s.tokens.ready_at(now, 0)});
     if (s.breaker.state() == CircuitBreaker::State::open) at = std::max(at, s.breaker.open_until());
-    if (endpoints_[s.endpoint].state() == CircuitBreaker::State::open) at = std::max(at, endpoints_[s.endpoint].open_until());
+    const EndpointBreaker& endpoint = endpoints_[s.endpoint];
+    if (endpoint.state() == CircuitBreaker::State::open) at = std::max(at, endpoint.open_until());
     earliest = std::min(earliest, std::max(at, now));
   }
   return earliest;
@@ -300,9 +351,29 @@ nlohmann::json KeyPool::snapshot(TimePoint now, const std::vector<std::string>& 
                    {"rate_limited", s.rate_limited},
                    {"cooldown_ms", ms_left(s.cooldown_until)},
                    {"breaker", std::string(to_string(s.breaker.state()))},
+                   {"endpoint", s.endpoint},
                    {"disabled", keys_[s.key].disabled},
                    {"parked", s.parked_until == TimePoint::max() ? "end of run"
                               : s.parked_until > now ? std::to_string(ms_left(s.parked_until)) + " ms" : ""}});
+  }
+  return out;
+}
+
+nlohmann::json KeyPool::endpoint_snapshot(TimePoint now) {
+  nlohmann::json out = nlohmann::json::array();
+  for (size_t i = 0; i < endpoints_.size(); ++i) {
+    EndpointBreaker& e = endpoints_[i];
+    if (e.keys() == 0) continue;  // an index no slot uses
+    e.expire(now);
+    bool open = e.state() == CircuitBreaker::State::open;
+    int64_t open_ms_left = open && e.open_until() > now ? std::chrono::duration_cast<Millis>(e.open_until() - now).count() : 0;
+    out.push_back({{"endpoint", i},
+                   {"state", std::string(to_string(e.state()))},
+                   {"open_ms_left", open_ms_left},
+                   {"calls", e.calls()},
+                   {"failure_rate", e.failure_rate()},
+                   {"failing_keys", e.failing_keys()},
+                   {"keys", e.keys()}});
   }
   return out;
 }

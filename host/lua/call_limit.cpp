@@ -116,7 +116,7 @@ void CallLimit::on_count(lua_State* L, lua_Debug*) {
     lua_sethook(L, on_count, LUA_MASKCOUNT, 1);
   }
   luaL_where(L, 0);  // level 0 in a hook: the Lua function that was running
-  lua_pushfstring(L, "policy exceeded its time limit of %d ms", guard->limit_ms_);
+  lua_pushfstring(L, "exceeded its time limit of %d ms", guard->limit_ms_);
   lua_concat(L, 2);
   lua_error(L);
 }

@@ -29,7 +29,7 @@ void make_interruptible(lua_State* L, int index);
 int interruptible_xpcall(lua_State* L);
 
 // From construction to destruction, Lua code on `L` that runs past `budget`
-// fails with "<file>:<line>: policy exceeded its time limit of <n> ms".
+// fails with "<file>:<line>: exceeded its time limit of <n> ms".
 // LuaJIT hooks belong to the whole VM, so coroutines of `L` are bounded too.
 //
 // - Nested guards tighten, never extend: an inner guard stops no later than

@@ -32,6 +32,7 @@
 #include "core/error.h"
 #include "core/hash.h"
 #include "mock/details/chat_reply.h"
+#include "mock/details/chat_stream.h"
 #include "mock/details/event_handles.h"
 #include "mock/details/mock_behavior.h"
 #include "mock/details/mock_stats.h"
@@ -152,7 +153,7 @@ class MockServer::Impl {
 
  private:
   // What a held request does when its timer fires.
-  enum class Action { reply, stall, reset, hang };
+  enum class Action { reply, stall, reset, hang, stream };
 
   struct Pending {
     Impl* server = nullptr;
@@ -160,13 +161,25 @@ class MockServer::Impl {
     evhttp_connection* evcon = nullptr;
     Action action = Action::reply;
     Reply reply;
-    EventPtr timer;  // absent for hang
+    EventPtr timer;  // absent for hang; for a stream, the next step
+    // Action::stream only: the headers are out, steps follow.
+    StreamPlan stream;
+    size_t next_step = 0;
+    EventPtr keep_alive;  // writes a comment after comment_ms without a write
+  };
+
+  // How the request asked to be answered.
+  struct StreamAsk {
+    bool stream = false;         // "stream": true
+    bool include_usage = false;  // "stream_options": {"include_usage": true}
   };
 
   static void on_request(evhttp_request* req, void* arg);
   static void on_wake(evutil_socket_t fd, short what, void* arg);
   static void on_timer(evutil_socket_t fd, short what, void* arg);
+  static void on_keep_alive(evutil_socket_t fd, short what, void* arg);
   static void on_close(evhttp_connection* evcon, void* arg);
+  static StreamAsk stream_ask(const json& body);
 
   void serve();
   void route(evhttp_request* req);
@@ -177,6 +190,10 @@ class MockServer::Impl {
   void hold(evhttp_request* req, Action action, Reply reply, double delay_ms);
   void fire(Pending* p);
   void release(Pending* p);
+  void start_stream(evhttp_request* req, StreamPlan plan, const Reply& head, double delay_ms);
+  void stream_step(Pending* p);
+  void end_stream(Pending* p);
+  void write_event(Pending* p, std::string_view text);
   static void start_stall(evhttp_request* req, const Reply& reply);
   static void watch_for_close(evhttp_connection* evcon);
   static void reset_connection(evhttp_connection* evcon);
@@ -188,6 +205,7 @@ class MockServer::Impl {
   EvhttpPtr http_;
   UniqueFd wake_fd_;
   EventPtr wake_event_;
+  EvbufferPtr scratch_;  // carries one stream write into evhttp, which drains it
   std::unordered_map<Pending*, std::unique_ptr<Pending>> pending_;
   uint64_t completions_ = 0;
   bool committed_ = false;  // the request being routed has been answered or held
@@ -224,6 +242,8 @@ MockServer::Impl::Impl(Scenario scenario, uint16_t port)
   wake_event_.reset(event_new(base_.get(), wake_fd_.get(), EV_READ | EV_PERSIST, on_wake, this));
   if (!wake_event_ || event_add(wake_event_.get(), nullptr) != 0)
     throw Error(codes::INTERNAL, "mock server: cannot watch the wake-up fd", Stage::execution);
+  scratch_.reset(evbuffer_new());
+  if (!scratch_) throw Error(codes::INTERNAL, "mock server: evbuffer_new failed", Stage::execution);
 }
 
 MockServer::Impl::~Impl() {
@@ -332,6 +352,8 @@ void MockServer::Impl::decide_and_answer(evhttp_request* req) {
     }
     if (auto m = body.find("messages"); m != body.end()) messages = &*m;
   }
+  const StreamAsk ask = stream_ask(body);
+  facts.body = std::string_view(data, size);
   facts.key = request_key(evhttp_request_get_input_headers(req));
   if (facts.well_formed && behavior_.tracks_cells()) {
     std::string cell(facts.model);
@@ -359,25 +381,57 @@ void MockServer::Impl::decide_and_answer(evhttp_request* req) {
         completion_body(++completions_, static_cast<int64_t>(std::time(nullptr)), model, *messages);
     return with_rate(std::move(r));
   };
+  // Answers that carry content stream when asked to; hang and error_500 never do.
+  auto stream = [&](std::string_view model, StreamFault fault) {
+    StreamHead head;
+    head.id = ++completions_;
+    head.created = static_cast<int64_t>(std::time(nullptr));
+    head.model = model;
+    head.include_usage = ask.include_usage;
+    start_stream(req, stream_plan(head, chat_answer(*messages), fault), with_rate(Reply{}),
+                 d.latency_ms);
+  };
 
   switch (d.outcome) {
     case Outcome::bad_request: return answer(req, bad_request_reply(why), 0);
     case Outcome::unauthorized: return answer(req, unauthorized_reply(), 0);
+    case Outcome::canned: return answer(req, canned_reply(*d.canned), d.latency_ms);
     case Outcome::rate_limited: return answer(req, rate_limited_reply(*d.rate, facts.model), 0);
     case Outcome::quota_exhausted: return answer(req, with_rate(quota_reply()), 0);
     case Outcome::error_500: return answer(req, with_rate(server_error_reply()), d.latency_ms);
-    case Outcome::ok: return answer(req, completion(facts.model), d.latency_ms);
+    case Outcome::ok:
+      if (ask.stream) return stream(facts.model, StreamFault::none);
+      return answer(req, completion(facts.model), d.latency_ms);
     case Outcome::wrong_model:
+      if (ask.stream) return stream(scenario_.wrong_model_name, StreamFault::none);
       return answer(req, completion(scenario_.wrong_model_name), d.latency_ms);
     case Outcome::malformed: {
+      if (ask.stream) return stream(facts.model, StreamFault::malformed);
       Reply r = completion(facts.model);
       r.body.resize(r.body.size() / 2);  // truncated JSON: not a chat completion
       return answer(req, std::move(r), d.latency_ms);
     }
     case Outcome::hang: return hold(req, Action::hang, Reply{}, -1);
-    case Outcome::stall: return hold(req, Action::stall, completion(facts.model), d.latency_ms);
-    case Outcome::reset: return hold(req, Action::reset, Reply{}, d.latency_ms);
+    case Outcome::stall:
+      if (ask.stream) return stream(facts.model, StreamFault::stall);
+      return hold(req, Action::stall, completion(facts.model), d.latency_ms);
+    case Outcome::reset:
+      if (ask.stream) return stream(facts.model, StreamFault::reset);
+      return hold(req, Action::reset, Reply{}, d.latency_ms);
   }
+}
+
+MockServer::Impl::StreamAsk MockServer::Impl::stream_ask(const json& body) {
+  StreamAsk ask;
+  if (!body.is_object()) return ask;
+  auto stream = body.find("stream");
+  ask.stream = stream != body.end() && stream->is_boolean() && stream->get<bool>();
+  auto options = body.find("stream_options");
+  if (ask.stream && options != body.end() && options->is_object()) {
+    auto usage = options->find("include_usage");
+    ask.include_usage = usage != options->end() && usage->is_boolean() && usage->get<bool>();
+  }
+  return ask;
 }
 
 void MockServer::Impl::answer(evhttp_request* req, Reply reply, double delay_ms) {
@@ -388,7 +442,7 @@ void MockServer::Impl::answer(evhttp_request* req, Reply reply, double delay_ms)
 
 void MockServer::Impl::send(evhttp_request* req, const Reply& reply) {
   evkeyvalq* headers = evhttp_request_get_output_headers(req);
-  evhttp_add_header(headers, "Content-Type", "application/json");
+  evhttp_add_header(headers, "Content-Type", reply.content_type);
   for (const auto& [name, value] : reply.headers) evhttp_add_header(headers, name, value.c_str());
   evbuffer_add(evhttp_request_get_output_buffer(req), reply.body.data(), reply.body.size());
   committed_ = true;
@@ -447,12 +501,106 @@ void MockServer::Impl::fire(Pending* p) {
       return;
     }
     case Action::hang: return;  // has no timer
+    case Action::stream: return stream_step(p);
   }
 }
 
 void MockServer::Impl::release(Pending* p) {
   pending_.erase(p);
   stats_.request_finished();
+}
+
+// Status and headers at once (the client sees the response begin), then the
+// plan's steps from a timer: the first after the latency, the rest chunk_ms
+// apart. Chunked transfer, as evhttp does for HTTP/1.1 without a length.
+void MockServer::Impl::start_stream(evhttp_request* req, StreamPlan plan, const Reply& head,
+                                    double delay_ms) {
+  auto owned = std::make_unique<Pending>();
+  Pending* p = owned.get();
+  p->server = this;
+  p->req = req;
+  p->evcon = evhttp_request_get_connection(req);
+  p->action = Action::stream;
+  p->stream = std::move(plan);
+  p->timer.reset(evtimer_new(base_.get(), on_timer, p));
+  if (!p->timer) throw std::bad_alloc();
+  if (scenario_.stream.comment_ms > 0) {
+    p->keep_alive.reset(evtimer_new(base_.get(), on_keep_alive, p));
+    if (!p->keep_alive) throw std::bad_alloc();
+  }
+  pending_.emplace(p, std::move(owned));
+  committed_ = true;
+  stats_.record_streamed();
+
+  evkeyvalq* headers = evhttp_request_get_output_headers(req);
+  evhttp_add_header(headers, "Content-Type", "text/event-stream");
+  evhttp_add_header(headers, "Cache-Control", "no-cache");
+  for (const auto& [name, value] : head.headers) evhttp_add_header(headers, name, value.c_str());
+  evhttp_send_reply_start(req, 200, reason_phrase(200));
+
+  const timeval delay = to_timeval(std::max(0.0, delay_ms));
+  evtimer_add(p->timer.get(), &delay);
+  if (p->keep_alive) {
+    const timeval period = to_timeval(scenario_.stream.comment_ms);
+    evtimer_add(p->keep_alive.get(), &period);
+  }
+  watch_for_close(p->evcon);
+  evhttp_connection_set_closecb(p->evcon, on_close, p);
+}
+
+void MockServer::Impl::stream_step(Pending* p) {
+  const std::vector<std::string>& steps = p->stream.steps;
+  if (p->next_step == steps.size()) return end_stream(p);  // a reset, one step after the last
+  const double chunk_ms = scenario_.stream.chunk_ms;
+  do {
+    write_event(p, steps[p->next_step++]);
+  } while (chunk_ms <= 0 && p->next_step < steps.size());
+  // A reset waits one more step, so what was written reaches the client first.
+  if (p->next_step < steps.size() || p->stream.ending == StreamPlan::Ending::reset) {
+    const timeval delay = to_timeval(chunk_ms);
+    evtimer_add(p->timer.get(), &delay);
+    return;
+  }
+  end_stream(p);
+}
+
+void MockServer::Impl::end_stream(Pending* p) {
+  switch (p->stream.ending) {
+    case StreamPlan::Ending::done: {
+      evhttp_request* req = p->req;
+      evhttp_connection_set_closecb(p->evcon, nullptr, nullptr);
+      release(p);  // may free the timer whose callback this is: libevent allows it
+      evhttp_send_reply_end(req);
+      return;
+    }
+    case StreamPlan::Ending::stall:
+      // Silent from now on, keep-alive comments included; held until the client goes.
+      p->keep_alive.reset();
+      return;
+    case StreamPlan::Ending::reset: {
+      evhttp_connection* evcon = p->evcon;
+      evhttp_connection_set_closecb(evcon, nullptr, nullptr);
+      release(p);
+      reset_connection(evcon);
+      return;
+    }
+  }
+}
+
+// One write of a stream: its own HTTP chunk. Any write restarts the keep-alive wait.
+void MockServer::Impl::write_event(Pending* p, std::string_view text) {
+  evbuffer_add(scratch_.get(), text.data(), text.size());
+  evhttp_send_reply_chunk(p->req, scratch_.get());
+  evbuffer_drain(scratch_.get(), evbuffer_get_length(scratch_.get()));  // if evhttp declined it
+  if (p->keep_alive) {
+    const timeval period = to_timeval(scenario_.stream.comment_ms);
+    evtimer_add(p->keep_alive.get(), &period);
+  }
+}
+
+void MockServer::Impl::on_keep_alive(evutil_socket_t, short, void* arg) {
+  auto* p = static_cast<Pending*>(arg);
+  p->server->write_event(p, keep_alive_comment);
 }
 
 void MockServer::Impl::on_close(evhttp_connection*, void* arg) {
@@ -466,7 +614,7 @@ void MockServer::Impl::on_close(evhttp_connection*, void* arg) {
 // Status, headers and the full Content-Length, then half the body and silence.
 void MockServer::Impl::start_stall(evhttp_request* req, const Reply& reply) {
   evkeyvalq* headers = evhttp_request_get_output_headers(req);
-  evhttp_add_header(headers, "Content-Type", "application/json");
+  evhttp_add_header(headers, "Content-Type", reply.content_type);
   for (const auto& [name, value] : reply.headers) evhttp_add_header(headers, name, value.c_str());
   evhttp_add_header(headers, "Content-Length", std::to_string(reply.body.size()).c_str());
   evhttp_send_reply_start(req, reply.status, reason_phrase(reply.status));
@@ -497,9 +645,12 @@ void MockServer::Impl::watch_for_close(evhttp_connection* evcon) {
 // before the deferred close, and the client then reads a clean EOF. So on
 // Linux we first dissolve the connection with connect(AF_UNSPEC), which sends
 // the RST at once; the linger setting covers systems where that is refused.
+// What a stream already wrote is pushed out first, so the reset comes mid-stream.
 void MockServer::Impl::reset_connection(evhttp_connection* evcon) {
-  const evutil_socket_t fd = bufferevent_getfd(evhttp_connection_get_bufferevent(evcon));
+  bufferevent* bev = evhttp_connection_get_bufferevent(evcon);
+  const evutil_socket_t fd = bufferevent_getfd(bev);
   if (fd >= 0) {
+    evbuffer_write(bufferevent_get_output(bev), fd);
     const linger abort_on_close{1, 0};
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof abort_on_close);
     sockaddr unspec{};

@@ -1,5 +1,7 @@
 #include "mock/scenario.h"
 
+#include <strings.h>
+
 #include <cmath>
 #include <initializer_list>
 #include <limits>
@@ -161,7 +163,95 @@ class ScenarioReader {
     return spec;
   }
 
+  StreamSpec stream(const json& value) const {
+    object(value, "stream");
+    only_fields(value, "stream.", {"chunk_ms", "comment_ms"});
+    StreamSpec spec;
+    if (auto it = value.find("chunk_ms"); it != value.end())
+      spec.chunk_ms = non_negative_ms(*it, "stream.chunk_ms");
+    if (auto it = value.find("comment_ms"); it != value.end()) {
+      spec.comment_ms = non_negative_ms(*it, "stream.comment_ms");
+      // A sub-millisecond period would turn the loop into a busy writer.
+      if (spec.comment_ms > 0 && spec.comment_ms < 1)
+        fail("stream.comment_ms", "expected 0 (no comments) or a number of milliseconds >= 1");
+    }
+    return spec;
+  }
+
+  std::vector<CannedReply> canned(const json& value) const {
+    // A Lua scenario turns an empty table into {}: read it as an empty list.
+    if (value.is_object() && value.empty()) return {};
+    if (!value.is_array()) fail("canned", "expected an array of rules");
+    std::vector<CannedReply> out;
+    out.reserve(value.size());
+    for (size_t i = 0; i < value.size(); ++i)
+      out.push_back(canned_reply(value[i], "canned[" + std::to_string(i) + "]"));
+    return out;
+  }
+
  private:
+  CannedReply canned_reply(const json& value, const std::string& field) const {
+    object(value, field);
+    const std::string prefix = field + ".";
+    only_fields(value, prefix, {"when", "status", "headers", "body", "body_json", "times"});
+    CannedReply rule;
+    if (auto it = value.find("when"); it != value.end()) {
+      if (!it->is_string()) fail(prefix + "when", "expected a string");
+      rule.when = it->get<std::string>();
+    }
+    if (auto it = value.find("status"); it != value.end()) {
+      if (!it->is_number_integer() || it->get<int64_t>() < 200 || it->get<int64_t>() > 599)
+        fail(prefix + "status", "expected an HTTP status from 200 to 599");
+      rule.status = it->get<int>();
+    }
+    if (auto it = value.find("headers"); it != value.end()) rule.headers = headers(*it, prefix + "headers");
+    const auto body = value.find("body");
+    const auto body_json = value.find("body_json");
+    if (body != value.end() && body_json != value.end())
+      fail(prefix + "body_json", "give body or body_json, not both");
+    if (body != value.end()) {
+      if (!body->is_string()) fail(prefix + "body", "expected a string (or use body_json)");
+      rule.body = body->get<std::string>();
+    } else if (body_json != value.end()) {
+      rule.body = body_json->dump(-1, ' ', false, json::error_handler_t::replace);
+    }
+    if (auto it = value.find("times"); it != value.end()) rule.times = integer(*it, prefix + "times", 1);
+    return rule;
+  }
+
+  std::vector<std::pair<std::string, std::string>> headers(const json& value,
+                                                           const std::string& field) const {
+    if (value.is_array() && value.empty()) return {};  // an empty Lua table
+    object(value, field);
+    std::vector<std::pair<std::string, std::string>> out;
+    for (const auto& [name, v] : value.items()) {
+      const std::string where = field + "." + name;
+      if (!is_token(name)) fail(where, "not a valid header name");
+      // The server frames the body itself; a second framing would corrupt it.
+      if (strcasecmp(name.c_str(), "content-length") == 0 ||
+          strcasecmp(name.c_str(), "transfer-encoding") == 0)
+        fail(where, "set by the server, cannot be canned");
+      if (!v.is_string()) fail(where, "expected a string");
+      const std::string& text = v.get_ref<const std::string&>();
+      if (text.find_first_of("\r\n") != std::string::npos || text.find('\0') != std::string::npos)
+        fail(where, "must not contain line breaks or NUL");
+      out.emplace_back(name, text);
+    }
+    return out;
+  }
+
+  // An RFC 9110 token: the characters a header name may use.
+  static bool is_token(std::string_view name) {
+    if (name.empty()) return false;
+    for (unsigned char c : name) {
+      const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) !=
+                          std::string_view::npos;
+      if (!ok) return false;
+    }
+    return true;
+  }
+
   const std::string& source_;
 };
 
@@ -171,7 +261,8 @@ Scenario Scenario::from_json(const nlohmann::json& j, const std::string& source)
   ScenarioReader reader(source);
   if (!j.is_object()) reader.fail("", "a scenario must be a JSON object");
   reader.only_fields(j, "",
-                     {"latency", "keys", "rate_limit", "quota", "faults", "wrong_model", "seed"});
+                     {"latency", "keys", "rate_limit", "quota", "faults", "wrong_model", "seed",
+                      "stream", "canned"});
   Scenario s;
   if (auto it = j.find("latency"); it != j.end()) s.latency = reader.latency(*it);
   if (auto it = j.find("keys"); it != j.end()) s.valid_keys = reader.keys(*it);
@@ -188,6 +279,8 @@ Scenario Scenario::from_json(const nlohmann::json& j, const std::string& source)
       reader.fail("seed", "expected an integer >= 0");
     s.seed = it->get<uint64_t>();
   }
+  if (auto it = j.find("stream"); it != j.end()) s.stream = reader.stream(*it);
+  if (auto it = j.find("canned"); it != j.end()) s.canned = reader.canned(*it);
   return s;
 }
 

@@ -1,11 +1,14 @@
 #pragma once
-// What the mock provider does: latency, limits, quotas, valid keys, faults.
+// What the mock provider does: latency, limits, quotas, valid keys, faults,
+// how it streams, and canned replies.
 // Built from JSON (a .json file, or a .lua scenario the CLI evaluates to JSON).
 #include <cstdint>
 #include <map>
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -32,6 +35,24 @@ struct RateLimitSpec {  // per (key, model)
   int window_ms = 60'000;
 };
 
+// How a request with "stream": true is answered: the headers at once, the
+// first content chunk after the drawn latency (time to first token), the rest
+// chunk_ms apart.
+struct StreamSpec {
+  double chunk_ms = 0;    // between content chunks
+  double comment_ms = 0;  // ": keep-alive" after this long without a write; 0 = never
+};
+
+// A fixed answer for requests whose raw body contains `when`: a real
+// provider's response replayed as it was.
+struct CannedReply {
+  std::string when;  // plain substring of the raw request body; empty matches every request
+  int status = 200;
+  std::vector<std::pair<std::string, std::string>> headers;  // sent as given, besides framing
+  std::string body;
+  int times = 0;  // requests it answers before it stops matching; 0 = no limit
+};
+
 struct Scenario {
   LatencySpec latency;
   std::optional<std::set<std::string>> valid_keys;  // absent: every bearer token is valid
@@ -40,6 +61,8 @@ struct Scenario {
   FaultSpec faults;
   std::string wrong_model_name = "mock-impostor-72b";
   uint64_t seed = 1;
+  StreamSpec stream;
+  std::vector<CannedReply> canned;  // the first rule that matches answers
 
   // Throws Error(SCENARIO_INVALID) naming `source` and the offending field.
   static Scenario from_json(const nlohmann::json& j, const std::string& source);

@@ -1,14 +1,17 @@
+#include "store/store_lock.h"
+
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <string>
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/error.h"
-#include "store/store_lock.h"
 
 namespace shepherd {
 namespace {
@@ -30,50 +33,100 @@ void write_own_pid(int fd) {
   }
 }
 
-}  // namespace
-
-StoreLock::StoreLock(const std::string& db_path) {
-  const std::string lock_path = db_path + ".lock";
-  const int fd = ::open(lock_path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    throw Error(codes::STORE_OPEN_FAILED,
-                "cannot open lock file " + lock_path + ": " + std::strerror(errno),
-                Stage::storage, {{"path", db_path}, {"lock", lock_path}});
-  }
-  // flock (not fcntl locks): tied to this open file, so a second StoreLock in
-  // the same process is refused too, and the kernel drops it when we die.
+// flock (not fcntl locks): tied to this open file description, so a second
+// StoreLock in the same process is refused too, and SQLite's own fcntl locks
+// on the database are untouched. False with errno set when it is held.
+bool try_flock(int fd) {
   int rc = 0;
   do {
     rc = ::flock(fd, LOCK_EX | LOCK_NB);
   } while (rc != 0 && errno == EINTR);
-  if (rc != 0) {
-    const int err = errno;
-    if (err == EWOULDBLOCK) {
-      const int holder = read_holder_pid(fd);
-      ::close(fd);
-      nlohmann::json details = {{"path", db_path}};
-      std::string message = "store " + db_path + " is in use by another shepherd run";
-      if (holder > 0) {
-        details["pid"] = holder;
-        message += " (pid " + std::to_string(holder) + ")";
-      }
-      throw Error(codes::STORE_LOCKED, message, Stage::storage, std::move(details));
-    }
-    ::close(fd);
-    throw Error(codes::STORE_OPEN_FAILED,
-                "cannot lock " + lock_path + ": " + std::strerror(err), Stage::storage,
-                {{"path", db_path}, {"lock", lock_path}});
+  return rc == 0;
+}
+
+[[noreturn]] void locked(const std::string& db_path, int holder) {
+  nlohmann::json details = {{"path", db_path}};
+  std::string message = "store " + db_path + " is in use by another shepherd run";
+  if (holder > 0) {
+    details["pid"] = holder;
+    message += " (pid " + std::to_string(holder) + ")";
   }
-  write_own_pid(fd);
-  fd_ = fd;
+  throw Error(codes::STORE_LOCKED, message, Stage::storage, std::move(details));
+}
+
+[[noreturn]] void open_failed(const std::string& db_path, const std::string& what, int err) {
+  throw Error(codes::STORE_OPEN_FAILED, "cannot " + what + ": " + std::strerror(err), Stage::storage,
+              {{"path", db_path}});
+}
+
+}  // namespace
+
+StoreLock::StoreLock(const std::string& db_path) {
+  std::error_code ec;
+  path_ = std::filesystem::weakly_canonical(std::filesystem::absolute(db_path), ec).string();
+  if (ec) path_ = db_path;
+
+  // The lock file first: it names the holder, so a refusal can say who.
+  const std::string lock_path = path_ + ".lock";
+  lock_fd_ = ::open(lock_path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644);
+  if (lock_fd_ < 0) open_failed(db_path, "open lock file " + lock_path, errno);
+  if (!try_flock(lock_fd_)) {
+    const int err = errno;
+    const int holder = err == EWOULDBLOCK ? read_holder_pid(lock_fd_) : 0;
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+    if (err == EWOULDBLOCK) locked(db_path, holder);
+    open_failed(db_path, "lock " + lock_path, err);
+  }
+
+  // Then the database file itself (created empty if new: SQLite takes an
+  // empty file as a new database).
+  db_fd_ = ::open(path_.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644);
+  if (db_fd_ < 0) {
+    const int err = errno;
+    ::close(lock_fd_);
+    open_failed(db_path, "open " + path_, err);
+  }
+  struct stat st{};
+  if (::fstat(db_fd_, &st) == 0 && st.st_nlink > 1) {
+    ::close(db_fd_);
+    ::close(lock_fd_);
+    throw Error(codes::STORE_OPEN_FAILED,
+                "store " + db_path + " has " + std::to_string(st.st_nlink) +
+                    " hard links: one store, one name (remove the other links, or copy the file)",
+                Stage::storage, {{"path", db_path}, {"links", st.st_nlink}});
+  }
+  if (!try_flock(db_fd_)) {
+    const int err = errno;
+    ::close(db_fd_);
+    ::close(lock_fd_);
+    if (err == EWOULDBLOCK) locked(db_path, 0);  // reached through another name
+    open_failed(db_path, "lock " + path_, err);
+  }
+  write_own_pid(lock_fd_);
 }
 
 StoreLock::~StoreLock() {
-  if (fd_ < 0) return;
-  // The file stays: unlinking it would let a newcomer lock a fresh inode while
-  // a waiter still holds the old one. Clearing the pid avoids a stale reading.
-  [[maybe_unused]] const int rc = ::ftruncate(fd_, 0);
-  ::close(fd_);  // releases the flock
+  // The lock file stays: unlinking it would let a newcomer lock a fresh inode
+  // while a waiter still holds the old one. Clearing the pid avoids a stale reading.
+  if (lock_fd_ >= 0) {
+    [[maybe_unused]] const int rc = ::ftruncate(lock_fd_, 0);
+    ::close(lock_fd_);
+  }
+  // Closing a descriptor of the database drops this process's fcntl locks on
+  // it: by now every SQLite connection of the run is closed.
+  if (db_fd_ >= 0) ::close(db_fd_);
+}
+
+std::string StoreLock::lost() const {
+  struct stat held{};
+  if (::fstat(db_fd_, &held) != 0) return "";
+  if (held.st_nlink == 0) return "the store file " + path_ + " was deleted during the run";
+  struct stat now{};
+  if (::stat(path_.c_str(), &now) != 0) return "the store file " + path_ + " was removed during the run";
+  if (now.st_ino != held.st_ino || now.st_dev != held.st_dev)
+    return "the store file " + path_ + " was replaced by another file during the run";
+  return "";
 }
 
 }  // namespace shepherd

@@ -1,5 +1,6 @@
 #pragma once
 // A validated suite: what to run, against which providers, with which limits.
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -27,10 +28,14 @@ struct KeySpec {
   LimitsOverride limits;
 };
 
+// A stall is silence once the answer has begun: with streaming that is
+// found in seconds, while "thinking" before the first byte has its own,
+// longer, limit.
 struct Timeouts {
   long connect_ms = 10'000;
+  long first_byte_ms = 300'000;  // to the first byte of the answer's body; 0 = none
+  long stall_ms = 60'000;        // between bytes once the body has begun; 0 = none
   long total_ms = 600'000;
-  long stall_ms = 0;  // 0 = no stall limit
 };
 
 struct Limits {
@@ -48,6 +53,10 @@ struct ProviderSpec {
   Limits limits;
   std::map<std::string, LimitsOverride> model_limits;  // limits.per_model
   Timeouts timeouts;
+  // Answers stream (server-sent events, assembled by the host) unless the
+  // provider is told otherwise; include_usage asks for the usage chunk.
+  bool stream = true;
+  bool stream_usage = true;
   size_t max_response_bytes = 8u << 20;
   std::vector<std::string> headers;  // extra "Name: value" headers
   // Azure: each model is a deployment of its own, addressed by name.
@@ -125,10 +134,19 @@ struct SuiteLoadOptions {
 // SUITE_INVALID (details: file, line, field), KEY_ENV_MISSING.
 Suite load_suite(const std::string& path, const SuiteLoadOptions& options = {});
 
+// A suite's name names its store and log files; any other text field
+// (ids, models, URLs, headers) stays below this.
+inline constexpr size_t kMaxSuiteNameBytes = 100;
+inline constexpr size_t kMaxFieldBytes = 8192;
+
+// Loading a suite (its top-level code) may take this long and this much memory.
+inline constexpr std::chrono::milliseconds kSuiteLoadBudget{10'000};
+inline constexpr size_t kSuiteLoadMemory = size_t{2} << 30;
+
 // Runs `source` as a suite chunk in L and leaves the returned table on the stack.
 // Used by load_suite and by every worker's Lua state. Throws like load_suite.
-// `interruptible`: its functions run without the JIT, so a CallLimit can stop them.
+// Its functions run without the JIT, so a CallLimit can stop them.
 void push_suite_table(lua_State* L, const std::string& path, const std::string& dir,
-                      const std::string& source, bool interruptible = false);
+                      const std::string& source);
 
 }  // namespace shepherd

@@ -2,6 +2,8 @@
 // reported before anything runs, with the file, the line and the field.
 #include <unistd.h>
 
+#include <curl/curl.h>
+
 #include <cmath>
 #include <filesystem>
 #include <regex>
@@ -17,6 +19,10 @@
 #include "lua/lua_json.h"
 #include "suite/field_lines.h"
 #include "suite/suite.h"
+
+extern "C" {
+#include <luajit.h>
+}
 
 namespace fs = std::filesystem;
 
@@ -70,6 +76,14 @@ namespace {
 
 using Path = std::vector<std::string>;
 
+// t[name] without metamethods: a suite table whose __index raises must get a
+// clear error, not reach the host outside a protected call.
+void raw_field(lua_State* L, int idx, const char* name) {
+  idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+  lua_pushstring(L, name);
+  lua_rawget(L, idx);
+}
+
 std::string join(const Path& path) {
   std::string out;
   for (const auto& p : path) {
@@ -119,12 +133,12 @@ class SuiteReader {
 
   // Pushes t[name] (t at idx); the caller pops.
   int get(int idx, const char* name) const {
-    lua_getfield(L_, idx, name);
+    raw_field(L_, idx, name);
     return lua_gettop(L_);
   }
 
   std::string string_field(int idx, const char* name, const Path& parent, bool required,
-                           const std::string& fallback = "") const {
+                           const std::string& fallback = "", size_t max_bytes = kMaxFieldBytes) const {
     Path f = parent;
     f.push_back(name);
     int v = get(idx, name);
@@ -133,7 +147,10 @@ class SuiteReader {
       if (required) invalid(f, "required field is missing");
     } else {
       expect(v, LUA_TSTRING, f, "a string");
-      out = lua_tostring(L_, v);
+      size_t len = 0;
+      const char* text = lua_tolstring(L_, v, &len);
+      if (len > max_bytes) invalid(f, "too long: at most " + std::to_string(max_bytes) + " bytes");
+      out.assign(text, len);
       if (out.empty()) invalid(f, "must not be empty");
       if (!is_valid_utf8(out)) invalid(f, "must be valid UTF-8");
     }
@@ -194,6 +211,7 @@ class SuiteReader {
       if (lua_type(L_, -1) != LUA_TSTRING || lua_objlen(L_, -1) == 0) {
         invalid(fi, "expected a non-empty string, got " + type_at(-1));
       }
+      if (lua_objlen(L_, -1) > kMaxFieldBytes) invalid(fi, "too long: at most " + std::to_string(kMaxFieldBytes) + " bytes");
       out.emplace_back(lua_tostring(L_, -1));
       if (!is_valid_utf8(out.back())) invalid(fi, "must be valid UTF-8");
       lua_pop(L_, 1);
@@ -214,7 +232,7 @@ LimitsOverride read_limits(const SuiteReader& r, lua_State* L, int idx, const Pa
   r.check_fields(idx, fields, path);
   LimitsOverride o;
   auto field = [&](const char* name, double max, bool integer) -> std::optional<double> {
-    lua_getfield(L, idx, name);
+    raw_field(L, idx, name);
     bool present = !lua_isnil(L, -1);
     lua_pop(L, 1);
     if (!present) return std::nullopt;
@@ -224,6 +242,26 @@ LimitsOverride read_limits(const SuiteReader& r, lua_State* L, int idx, const Pa
   o.rpm = field("rpm", 1e9, false);
   o.tpm = field("tpm", 1e12, false);
   return o;
+}
+
+// Empty when `url` is an http(s) URL with a host, as libcurl parses it;
+// otherwise why not ("http://" alone would fail only at send time, per task).
+std::string url_problem(const std::string& url) {
+  if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) return "must start with http:// or https://";
+  std::unique_ptr<CURLU, decltype(&curl_url_cleanup)> handle(curl_url(), curl_url_cleanup);
+  if (!handle) return "cannot be checked (out of memory)";
+  CURLUcode rc = curl_url_set(handle.get(), CURLUPART_URL, url.c_str(), 0);
+  if (rc != CURLUE_OK) return std::string("is not a valid URL: ") + curl_url_strerror(rc);
+  char* host = nullptr;
+  rc = curl_url_get(handle.get(), CURLUPART_HOST, &host, 0);
+  bool has_host = rc == CURLUE_OK && host != nullptr && host[0] != '\0';
+  curl_free(host);
+  if (!has_host) return "has no host";
+  char* query = nullptr;
+  bool has_query = curl_url_get(handle.get(), CURLUPART_QUERY, &query, 0) == CURLUE_OK && query != nullptr;
+  curl_free(query);
+  if (has_query) return "must not carry a query (the path of the API, e.g. https://api.openai.com/v1)";
+  return "";
 }
 
 // "HH:MM" or "HH:MMZ" (UTC): minutes after midnight.
@@ -239,7 +277,8 @@ ProviderSpec read_provider(const SuiteReader& r, lua_State* L, int idx, const st
   Path p{"providers", name};
   r.expect(idx, LUA_TTABLE, p, "a table");
   r.check_fields(idx, {"kind", "base_url", "keys", "models", "limits", "timeouts", "headers",
-                       "max_response_bytes", "deployments", "api_version", "quota_resets"}, p);
+                       "max_response_bytes", "deployments", "api_version", "quota_resets", "stream", "stream_usage",
+                       "breaker"}, p);
   ProviderSpec spec;
   spec.name = name;
   spec.kind = r.string_field(idx, "kind", p, false, "openai");
@@ -247,9 +286,7 @@ ProviderSpec read_provider(const SuiteReader& r, lua_State* L, int idx, const st
     r.invalid({"providers", name, "kind"}, "unknown provider kind '" + spec.kind + "' (known: openai, azure)");
   }
   spec.base_url = r.string_field(idx, "base_url", p, true);
-  if (spec.base_url.rfind("http://", 0) != 0 && spec.base_url.rfind("https://", 0) != 0) {
-    r.invalid({"providers", name, "base_url"}, "must start with http:// or https://");
-  }
+  if (std::string why = url_problem(spec.base_url); !why.empty()) r.invalid({"providers", name, "base_url"}, why);
   while (!spec.base_url.empty() && spec.base_url.back() == '/') spec.base_url.pop_back();
   if (spec.kind == "azure") {
     // Azure: a deployment per model, an api-version, the key in `api-key`.
@@ -268,14 +305,14 @@ ProviderSpec read_provider(const SuiteReader& r, lua_State* L, int idx, const st
     }
     lua_pop(L, 1);
     if (spec.deployments.empty()) r.invalid(dp, "must not be empty");
-    lua_getfield(L, idx, "models");
+    raw_field(L, idx, "models");
     bool has_models = !lua_isnil(L, -1);
     lua_pop(L, 1);
     if (has_models) r.invalid({"providers", name, "models"}, "not used with kind azure: the deployments name the models");
     for (const auto& [model, deployment] : spec.deployments) spec.models.push_back(model);
   } else {
     for (const char* azure_only : {"deployments", "api_version"}) {
-      lua_getfield(L, idx, azure_only);
+      raw_field(L, idx, azure_only);
       bool present = !lua_isnil(L, -1);
       lua_pop(L, 1);
       if (present) r.invalid({"providers", name, azure_only}, "only for kind azure");
@@ -355,13 +392,17 @@ ProviderSpec read_provider(const SuiteReader& r, lua_State* L, int idx, const st
   if (!lua_isnil(L, timeouts)) {
     Path tp{"providers", name, "timeouts"};
     r.expect(timeouts, LUA_TTABLE, tp, "a table");
-    r.check_fields(timeouts, {"connect_ms", "total_ms", "stall_ms"}, tp);
+    r.check_fields(timeouts, {"connect_ms", "first_byte_ms", "stall_ms", "total_ms"}, tp);
     const double day = 86'400'000;
-    spec.timeouts.connect_ms = static_cast<long>(r.number_field(timeouts, "connect_ms", tp, 10'000, 1, day, true));
-    spec.timeouts.total_ms = static_cast<long>(r.number_field(timeouts, "total_ms", tp, 600'000, 1, day, true));
-    spec.timeouts.stall_ms = static_cast<long>(r.number_field(timeouts, "stall_ms", tp, 0, 0, day, true));
+    Timeouts& t = spec.timeouts;
+    t.connect_ms = static_cast<long>(r.number_field(timeouts, "connect_ms", tp, t.connect_ms, 1, day, true));
+    t.first_byte_ms = static_cast<long>(r.number_field(timeouts, "first_byte_ms", tp, t.first_byte_ms, 0, day, true));
+    t.stall_ms = static_cast<long>(r.number_field(timeouts, "stall_ms", tp, t.stall_ms, 0, day, true));
+    t.total_ms = static_cast<long>(r.number_field(timeouts, "total_ms", tp, t.total_ms, 1, day, true));
   }
   lua_pop(L, 1);
+  spec.stream = r.bool_field(idx, "stream", p, spec.stream);
+  spec.stream_usage = r.bool_field(idx, "stream_usage", p, spec.stream_usage);
 
   int headers = r.get(idx, "headers");
   if (!lua_isnil(L, headers)) {
@@ -478,8 +519,7 @@ void read_policies(const SuiteReader& r, lua_State* L, int idx, Suite& suite) {
 
 }  // namespace
 
-void push_suite_table(lua_State* L, const std::string& path, const std::string& dir, const std::string& source,
-                      bool interruptible) {
+void push_suite_table(lua_State* L, const std::string& path, const std::string& dir, const std::string& source) {
   // The suite's own modules resolve beside it.
   lua_getglobal(L, "package");
   lua_pushstring(L, (dir + "/?.lua;" + dir + "/?/init.lua").c_str());
@@ -497,8 +537,18 @@ void push_suite_table(lua_State* L, const std::string& path, const std::string& 
     throw Error(codes::SUITE_SYNTAX, failure.describe(), Stage::config,
                 {{"file", path}, {"line", failure.line}});
   }
-  if (interruptible) make_interruptible(L, -1);
-  if (!protected_call(L, 0, 1, failure)) {
+  // The suite's code (and every module it requires) runs interpreted, under
+  // time and memory limits: compiled traces would skip the limit's hook. A
+  // suite that loops while it loads is an error, never a hang (of run or status).
+  luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+  make_interruptible(L, -1);
+  bool loaded = false;
+  {
+    CallLimit limit(L, kSuiteLoadBudget);
+    MemoryLimit memory(L, kSuiteLoadMemory);
+    loaded = protected_call(L, 0, 1, failure);
+  }
+  if (!loaded) {
     throw Error(codes::SUITE_INVALID, failure.describe(), Stage::config,
                 {{"file", failure.file.empty() ? path : failure.file}, {"line", failure.line}});
   }
@@ -531,6 +581,9 @@ Suite load_suite(const std::string& path, const SuiteLoadOptions& options) {
 
   suite.name = r.string_field(t, "name", {}, true);
   static const std::regex name_re("[A-Za-z0-9][A-Za-z0-9_.-]*");
+  if (suite.name.size() > kMaxSuiteNameBytes) {
+    r.invalid({"name"}, "at most " + std::to_string(kMaxSuiteNameBytes) + " characters (it names the store and log files)");
+  }
   if (!std::regex_match(suite.name, name_re)) {
     r.invalid({"name"}, "use letters, digits, '_', '-' and '.' (it names the store and log files)");
   }
@@ -563,7 +616,7 @@ Suite load_suite(const std::string& path, const SuiteLoadOptions& options) {
   auto model_dim = std::find_if(suite.dims.begin(), suite.dims.end(), [](const auto& d) { return d.name == "model"; });
   suite.model_is_dimension = model_dim != suite.dims.end();
   if (suite.model_is_dimension) {
-    lua_getfield(L, t, "models");
+    raw_field(L, t, "models");
     if (!lua_isnil(L, -1)) {
       r.invalid({"models"}, "not allowed when the matrix has a 'model' dimension (each task names its model)");
     }

@@ -24,7 +24,7 @@ constexpr size_t kSuiteCallMemory = size_t{1} << 30;
 
 SuiteRuntime::SuiteRuntime(const Suite& suite, const Matrix& matrix) : suite_(suite), matrix_(matrix) {
   register_shepherd_api(lua_);
-  push_suite_table(lua_, suite.path, suite.dir, suite.source, true);
+  push_suite_table(lua_, suite.path, suite.dir, suite.source);
   suite_ref_ = luaL_ref(lua_, LUA_REGISTRYINDEX);
   verify_matrix();
 }

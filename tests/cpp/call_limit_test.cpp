@@ -100,7 +100,7 @@ class CallLimitTest : public ::testing::Test {
     ASSERT_FALSE(out.ok) << "ran to completion in " << out.elapsed.count() << " ms";
     EXPECT_TRUE(out.expired);
     EXPECT_EQ(out.failure.message,
-              "policy exceeded its time limit of " + std::to_string(budget.count()) + " ms")
+              "exceeded its time limit of " + std::to_string(budget.count()) + " ms")
         << out.failure.describe();
     EXPECT_GE(out.elapsed, budget);
     EXPECT_LT(out.elapsed, kPromptly);
@@ -117,7 +117,7 @@ TEST_F(CallLimitTest, StopsAnEmptyLoopAndNamesWhereItWas) {
   expect_stopped_by_limit(out, kBudget);
   EXPECT_EQ(out.failure.file, "spin.lua");
   EXPECT_EQ(out.failure.line, 2);
-  EXPECT_EQ(out.failure.describe(), "spin.lua:2: policy exceeded its time limit of 100 ms");
+  EXPECT_EQ(out.failure.describe(), "spin.lua:2: exceeded its time limit of 100 ms");
 }
 
 // Without make_interruptible LuaJIT compiles these after ~56 iterations and
@@ -340,7 +340,7 @@ TEST_F(CallLimitTest, InnerGuardFiresAndOuterResumes) {
   load("while true do end");
   LuaFailure failure;
   ASSERT_FALSE(protected_call(L, 0, 0, failure));
-  EXPECT_EQ(failure.message, "policy exceeded its time limit of 300 ms");
+  EXPECT_EQ(failure.message, "exceeded its time limit of 300 ms");
   EXPECT_TRUE(outer.expired());
   EXPECT_GE(since(start), milliseconds(300));
   EXPECT_LT(since(start), kPromptly);
@@ -358,7 +358,7 @@ TEST_F(CallLimitTest, InnerGuardCannotExtendTheOuterBudget) {
 TEST_F(CallLimitTest, GuardInsideABindingRestoresTheCallersGuard) {
   load(
       "local ok, err = guarded_call(function() while true do end end, 30)\n"
-      "assert(not ok and err == 'policy exceeded its time limit of 30 ms', err)\n"
+      "assert(not ok and err == 'exceeded its time limit of 30 ms', err)\n"
       "local s = 0 for i = 1, 1e5 do s = s + i end\n"
       "return 'continued'\n",
       /*sandboxed=*/false);

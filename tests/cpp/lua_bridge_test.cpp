@@ -1,11 +1,13 @@
 // The Lua bridge: protected calls, chunk loading, Lua <-> JSON, the
 // shepherd.json API and the policy sandbox, each on a real LuaJIT state.
+#include <chrono>
 #include <cmath>
 #include <string>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "core/json_limits.h"
 #include "lua/api.h"
 #include "lua/lua_call.h"
 #include "lua/lua_json.h"
@@ -309,6 +311,105 @@ TEST_F(LuaBridgeTest, ToJsonRaisesALuaErrorNamingWhatAndThePath) {
   lua_pop(L, 1);
 }
 
+// ---------------------------------------------------------------- bounds
+
+// `levels` arrays nested in one another around a 1, built without recursion.
+json nested_arrays(int levels) {
+  json value = 1;
+  for (int i = 0; i < levels; ++i) {
+    json outer = json::array();
+    outer.push_back(std::move(value));
+    value = std::move(outer);
+  }
+  return value;
+}
+
+int call_push_json_of_deep_value(lua_State* L) {
+  json deep = nested_arrays(static_cast<int>(lua_tointeger(L, 1)));
+  push_json(L, deep);
+  return 1;
+}
+
+TEST_F(LuaBridgeTest, PushJsonTakesValuesAsDeepAsTheLimit) {
+  int top = lua_gettop(L);
+  std::string error;
+  ASSERT_TRUE(try_push_json(L, nested_arrays(kMaxJsonDepth), error)) << error;
+  EXPECT_EQ(lua_gettop(L), top + 1);
+  lua_setglobal(L, "deep");
+  run("local v, n = deep, 0; while type(v) == 'table' do v = v[1]; n = n + 1 end; return n * 1000 + v");
+  EXPECT_EQ(lua_tointeger(L, -1), kMaxJsonDepth * 1000 + 1);
+  lua_pop(L, 1);
+}
+
+TEST_F(LuaBridgeTest, PushJsonRefusesValuesNestedDeeperThanTheLimit) {
+  for (int levels : {kMaxJsonDepth + 1, 100'000}) {
+    int top = lua_gettop(L);
+    std::string error;
+    EXPECT_FALSE(try_push_json(L, nested_arrays(levels), error)) << levels;
+    EXPECT_EQ(lua_gettop(L), top) << "nothing pushed";
+    EXPECT_EQ(error, "JSON nested deeper than 128 levels");
+
+    // push_json raises instead, a Lua error its pcall turns into a failure.
+    lua_pushcfunction(L, call_push_json_of_deep_value);
+    lua_pushinteger(L, levels);
+    LuaFailure failure;
+    ASSERT_FALSE(protected_call(L, 1, 1, failure));
+    EXPECT_EQ(failure.message, "JSON nested deeper than 128 levels");
+    EXPECT_EQ(lua_gettop(L), top);
+  }
+  // Objects count as levels too.
+  json objects = 1;
+  for (int i = 0; i <= kMaxJsonDepth; ++i) objects = json{{"k", std::move(objects)}};
+  std::string error;
+  EXPECT_FALSE(try_push_json(L, objects, error));
+}
+
+TEST_F(LuaBridgeTest, JsonRefusesTablesNestedDeeperThan64) {
+  run("local t = 1; for i = 1, 64 do t = { t } end; return t");
+  json out;
+  std::string error;
+  EXPECT_TRUE(try_to_json(L, -1, out, error)) << error;
+  lua_pop(L, 1);
+  std::string deep = conversion_error("local t = 1; for i = 1, 65 do t = { t } end; return t");
+  EXPECT_NE(deep.find("nested deeper than 64 levels"), std::string::npos) << deep.substr(0, 200);
+}
+
+TEST_F(LuaBridgeTest, JsonRefusesTablesLargerThanTheBudget) {
+  // 2^40 values in a few lines: each level holds its subtable twice.
+  auto started = std::chrono::steady_clock::now();
+  std::string shared = conversion_error("local t = { 'x' }; for i = 1, 40 do t = { t, t } end; return { list = t }");
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(30));
+  EXPECT_EQ(shared.rfind("value.list[", 0), 0u) << shared;  // names where the budget ran out
+  EXPECT_NE(shared.find("larger than 64 MiB as JSON"), std::string::npos) << shared;
+
+  std::string one_string = conversion_error("return { text = string.rep('x', 64 * 1024 * 1024) }");
+  EXPECT_EQ(one_string.rfind("value.text: larger than 64 MiB as JSON", 0), 0u) << one_string;
+
+  std::string many = conversion_error("local t = {}; for i = 1, 5 * 1024 * 1024 do t[i] = i end; return t");
+  EXPECT_NE(many.find("larger than 64 MiB as JSON"), std::string::npos) << many;
+
+  // The budget counts memory, not text: 4 M numbers are about 64 MiB.
+  // Well under the budget converts.
+  json ok = lua_value("return { text = string.rep('x', 16 * 1024 * 1024) }");
+  EXPECT_EQ(ok["text"].get_ref<const std::string&>().size(), 16u << 20);
+}
+
+TEST_F(LuaBridgeTest, JsonKeysKeepTheirBytesAndMustBeUtf8) {
+  json v = lua_value("return { ['a\\0b'] = 1 }");
+  ASSERT_EQ(v.size(), 1u);
+  EXPECT_EQ(v.begin().key(), std::string("a\0b", 3));
+  std::string bad = conversion_error("return { inner = { ['\\255'] = 1 } }");
+  EXPECT_EQ(bad, "value.inner: a key is not valid UTF-8");
+  std::string value = conversion_error("return { s = '\\255' }");
+  EXPECT_EQ(value, "value.s: string is not valid UTF-8");
+}
+
+TEST_F(LuaBridgeTest, JsonArrayIsOnlyKeysOneToN) {
+  // A fractional key is not an item: the table is refused, not silently cut.
+  std::string error = conversion_error("local t = { 1, 2, 3 }; t[2] = nil; t[2.5] = 'x'; return t");
+  EXPECT_NE(error.find("mixes array items and named fields"), std::string::npos) << error;
+}
+
 // ---------------------------------------------------------------- shepherd.json
 
 TEST_F(LuaBridgeTest, ApiJsonEncode) {
@@ -350,6 +451,37 @@ TEST_F(LuaBridgeTest, ApiJsonDecodeOfInvalidJsonReturnsNilCodeDetail) {
 
   LuaFailure misuse = run_failing("shepherd.json.decode({})");
   EXPECT_NE(misuse.message.find("bad argument #1"), std::string::npos) << misuse.message;
+}
+
+TEST_F(LuaBridgeTest, ApiJsonDecodeRefusesDeepNestingWithoutRecursing) {
+  run("return shepherd.json.decode(string.rep('[', 100000) .. string.rep(']', 100000))", 3);
+  EXPECT_TRUE(lua_isnil(L, 1));
+  EXPECT_STREQ(lua_tostring(L, 2), "JSON_INVALID");
+  EXPECT_STREQ(lua_tostring(L, 3), "JSON nested deeper than 128 levels");
+  lua_settop(L, 0);
+  // A 200 chat completion whose usage nests 100,000 deep.
+  run("return shepherd.json.decode('{\"usage\":{\"x\":' .. string.rep('[', 100000) .. string.rep(']', 100000) .. '}}')",
+      3);
+  EXPECT_TRUE(lua_isnil(L, 1));
+  EXPECT_STREQ(lua_tostring(L, 2), "JSON_INVALID");
+  lua_settop(L, 0);
+  // As deep as the limit decodes.
+  EXPECT_EQ(sandbox_string("local v = shepherd.json.decode(string.rep('[', 128) .. string.rep(']', 128))\n"
+                           "local n = 0; while type(v) == 'table' do v = v[1]; n = n + 1 end; return tostring(n)"),
+            "128");
+  run("return shepherd.json.decode(string.rep('[', 129) .. string.rep(']', 129))", 3);
+  EXPECT_TRUE(lua_isnil(L, 1));
+  EXPECT_STREQ(lua_tostring(L, 3), "JSON nested deeper than 128 levels");
+  lua_settop(L, 0);
+}
+
+TEST_F(LuaBridgeTest, ApiJsonEncodeRaisesOnTablesBeyondTheBudget) {
+  LuaFailure huge = run_failing("local t = { 'x' }; for i = 1, 40 do t = { t, t } end; shepherd.json.encode(t)");
+  EXPECT_NE(huge.message.find("bad argument #1 to 'shepherd.json.encode' (value"), std::string::npos)
+      << huge.message;
+  EXPECT_NE(huge.message.find("larger than 64 MiB as JSON"), std::string::npos) << huge.message;
+  LuaFailure key = run_failing("shepherd.json.encode({ ['\\255'] = 1 })");
+  EXPECT_NE(key.message.find("a key is not valid UTF-8"), std::string::npos) << key.message;
 }
 
 TEST_F(LuaBridgeTest, ApiTimeAndLogExist) {

@@ -9,11 +9,14 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
 #include "mock/details/chat_reply.h"
+#include "mock/details/chat_stream.h"
 #include "mock/details/mock_behavior.h"
 #include "mock/scenario.h"
 
@@ -485,6 +488,516 @@ TEST(MockServer, HoldsManyRequestsAtOnceAndCountsThePeak) {
   EXPECT_EQ(stats["by_outcome"]["ok"], n);
 }
 
+// ---- streaming ------------------------------------------------------------------
+
+// A response read as it arrives: when the headers came, and each piece of body.
+struct TimedResult {
+  HttpResult http;
+  std::chrono::steady_clock::time_point t0;
+  double headers_at = -1;                             // seconds to the first header line
+  std::vector<std::pair<double, std::string>> reads;  // seconds since the start, bytes
+
+  double since_start() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+};
+
+size_t timed_body(char* data, size_t size, size_t n, void* out) {
+  auto* r = static_cast<TimedResult*>(out);
+  r->reads.emplace_back(r->since_start(), std::string(data, size * n));
+  return collect_body(data, size, n, &r->http.body);
+}
+
+size_t timed_header(char* data, size_t size, size_t n, void* out) {
+  auto* r = static_cast<TimedResult*>(out);
+  if (r->headers_at < 0) r->headers_at = r->since_start();
+  return collect_header(data, size, n, &r->http.headers);
+}
+
+TimedResult timed_http(uint16_t port, const Request& req) {
+  TimedResult result;
+  char errbuf[CURL_ERROR_SIZE] = {};
+  SlistPtr headers;
+  CurlPtr c = make_easy(port, req, headers, result.http, errbuf);
+  curl_easy_setopt(c.get(), CURLOPT_WRITEFUNCTION, timed_body);
+  curl_easy_setopt(c.get(), CURLOPT_WRITEDATA, &result);
+  curl_easy_setopt(c.get(), CURLOPT_HEADERFUNCTION, timed_header);
+  curl_easy_setopt(c.get(), CURLOPT_HEADERDATA, &result);
+  result.t0 = std::chrono::steady_clock::now();
+  result.http.code = curl_easy_perform(c.get());
+  result.http.seconds = result.since_start();
+  curl_easy_getinfo(c.get(), CURLINFO_RESPONSE_CODE, &result.http.status);
+  result.http.error = errbuf;
+  return result;
+}
+
+json stream_body(const std::string& model, const std::string& content, bool include_usage) {
+  json body = chat_body(model, content);
+  body["stream"] = true;
+  if (include_usage) body["stream_options"] = {{"include_usage", true}};
+  return body;
+}
+
+TimedResult stream_chat(uint16_t port, const std::string& content = "hello there",
+                        bool include_usage = false, long timeout_ms = 5000,
+                        const std::string& model = "m-a") {
+  Request r;
+  r.body = stream_body(model, content, include_usage).dump();
+  r.headers = {"Authorization: Bearer k"};
+  r.timeout_ms = timeout_ms;
+  return timed_http(port, r);
+}
+
+// One server-sent event: a comment (": …") or the text after "data: ".
+struct SseEvent {
+  bool comment = false;
+  std::string data;
+  json chunk() const { return json::parse(data, nullptr, false); }
+};
+
+// Splits a body into events; every event must end with a blank line.
+std::vector<SseEvent> sse_events(const std::string& body, std::string* rest = nullptr) {
+  std::vector<SseEvent> events;
+  size_t at = 0;
+  for (size_t end; (end = body.find("\n\n", at)) != std::string::npos; at = end + 2) {
+    std::string text = body.substr(at, end - at);
+    SseEvent e;
+    if (text.rfind(":", 0) == 0) {
+      e.comment = true;
+      e.data = text;
+    } else if (text.rfind("data: ", 0) == 0) {
+      e.data = text.substr(6);
+    } else {
+      ADD_FAILURE() << "not an SSE event: " << text;
+    }
+    events.push_back(std::move(e));
+  }
+  if (rest) *rest = body.substr(at);
+  else EXPECT_EQ(at, body.size()) << "an unfinished event: " << body.substr(at);
+  return events;
+}
+
+std::vector<SseEvent> data_events(const std::vector<SseEvent>& events) {
+  std::vector<SseEvent> out;
+  for (const auto& e : events)
+    if (!e.comment) out.push_back(e);
+  return out;
+}
+
+// The content a client assembles from the deltas.
+std::string assembled(const std::vector<SseEvent>& events) {
+  std::string out;
+  for (const auto& e : data_events(events)) {
+    json j = e.chunk();
+    if (!j.is_object() || j["choices"].empty()) continue;
+    const json& delta = j["choices"][0]["delta"];
+    if (delta.contains("content")) out += delta["content"].get<std::string>();
+  }
+  return out;
+}
+
+// Checks the OpenAI chunk sequence: role, content pieces, finish, [usage], [DONE].
+void expect_openai_stream(const std::vector<SseEvent>& all, const std::string& model,
+                          bool include_usage) {
+  const std::vector<SseEvent> events = data_events(all);
+  ASSERT_GE(events.size(), 4u);
+  EXPECT_EQ(events.back().data, "[DONE]");
+  const size_t chunks = events.size() - 1;
+  const size_t finish = include_usage ? chunks - 2 : chunks - 1;
+  std::string id;
+  for (size_t i = 0; i < chunks; ++i) {
+    SCOPED_TRACE("event " + std::to_string(i) + ": " + events[i].data);
+    json j = events[i].chunk();
+    ASSERT_TRUE(j.is_object());
+    if (id.empty()) id = j["id"].get<std::string>();
+    EXPECT_EQ(j["id"], id);  // one id for the whole stream
+    EXPECT_EQ(id.rfind("chatcmpl-mock-", 0), 0u);
+    EXPECT_EQ(j["object"], "chat.completion.chunk");
+    EXPECT_GT(j["created"].get<int64_t>(), 1'600'000'000);
+    EXPECT_EQ(j["model"], model);
+    if (i > finish) {  // the usage chunk
+      EXPECT_EQ(j["choices"], json::array());
+      EXPECT_TRUE(j["usage"].is_object());
+      continue;
+    }
+    if (include_usage)
+      EXPECT_TRUE(j.contains("usage") && j["usage"].is_null());
+    else
+      EXPECT_FALSE(j.contains("usage"));
+    ASSERT_EQ(j["choices"].size(), 1u);
+    const json& choice = j["choices"][0];
+    EXPECT_EQ(choice["index"], 0);
+    EXPECT_TRUE(choice.contains("logprobs") && choice["logprobs"].is_null());
+    if (i == 0) {
+      EXPECT_EQ(choice["delta"], json({{"role", "assistant"}, {"content", ""}}));
+      EXPECT_TRUE(choice["finish_reason"].is_null());
+    } else if (i < finish) {
+      ASSERT_EQ(choice["delta"].size(), 1u);
+      EXPECT_FALSE(choice["delta"]["content"].get<std::string>().empty());
+      EXPECT_TRUE(choice["finish_reason"].is_null());
+    } else {
+      EXPECT_EQ(choice["delta"], json::object());
+      EXPECT_EQ(choice["finish_reason"], "stop");
+    }
+  }
+  const size_t pieces = finish - 1;
+  EXPECT_GE(pieces, 4u);
+  EXPECT_LE(pieces, 8u);
+}
+
+TEST(MockServer, StreamsChunksAsOpenAiDoes) {
+  auto server = serve({{"latency", 0}});
+  TimedResult r = stream_chat(server->port(), "hello there");
+  ASSERT_EQ(r.http.code, CURLE_OK) << r.http.error;
+  EXPECT_EQ(r.http.status, 200);
+  EXPECT_EQ(r.http.header("content-type"), "text/event-stream");
+  EXPECT_EQ(r.http.header("transfer-encoding"), "chunked");
+  EXPECT_TRUE(r.http.header("content-length").empty());
+  std::vector<SseEvent> events = sse_events(r.http.body);
+  expect_openai_stream(events, "m-a", false);
+  EXPECT_EQ(data_events(events).size(), events.size()) << "no comments unless configured";
+
+  // The deltas add up to what the same request gets unstreamed.
+  HttpResult plain = chat(server->port(), "k", "m-a", "hello there");
+  EXPECT_EQ(assembled(events), plain.json_body()["choices"][0]["message"]["content"]);
+  EXPECT_EQ(assembled(events), "mock answer: hello there");
+
+  json stats = get_stats(server->port());
+  EXPECT_EQ(stats["streamed"], 1);
+  EXPECT_EQ(stats["by_outcome"]["ok"], 2);
+  EXPECT_EQ(stats["in_flight"], 0);
+}
+
+TEST(MockServer, StreamEndsWithAUsageChunkWhenAsked) {
+  auto server = serve({{"latency", 0}, {"rate_limit", {{"requests", 10}}}});
+  TimedResult r = stream_chat(server->port(), "count my tokens", true);
+  ASSERT_EQ(r.http.code, CURLE_OK) << r.http.error;
+  EXPECT_EQ(r.http.header("x-ratelimit-limit-requests"), "10");
+  std::vector<SseEvent> events = data_events(sse_events(r.http.body));
+  expect_openai_stream(events, "m-a", true);
+  ASSERT_GE(events.size(), 2u);
+  json usage = events[events.size() - 2].chunk()["usage"];
+
+  HttpResult plain = chat(server->port(), "k", "m-a", "count my tokens");
+  EXPECT_EQ(usage, plain.json_body()["usage"]);
+  EXPECT_EQ(assembled(events), plain.json_body()["choices"][0]["message"]["content"]);
+
+  // include_usage without stream is no stream at all.
+  Request unstreamed;
+  json body = chat_body("m-a", "x");
+  body["stream_options"] = {{"include_usage", true}};
+  body["stream"] = false;
+  unstreamed.body = body.dump();
+  unstreamed.headers = {"Authorization: Bearer k"};
+  HttpResult u = http(server->port(), unstreamed);
+  EXPECT_EQ(u.header("content-type"), "application/json");
+  EXPECT_EQ(u.json_body()["object"], "chat.completion");
+  EXPECT_EQ(get_stats(server->port())["streamed"], 1);
+}
+
+TEST(MockServer, StreamedContentMatchesForLongAndMultibyteText) {
+  auto server = serve(json::object());
+  std::string text;
+  for (int i = 0; i < 150; ++i) text += "é";
+  text += std::string(100, 'x');
+  TimedResult r = stream_chat(server->port(), text, true);
+  ASSERT_EQ(r.http.code, CURLE_OK) << r.http.error;
+  std::vector<SseEvent> events = sse_events(r.http.body);
+  expect_openai_stream(events, "m-a", true);  // every chunk parses: no split UTF-8
+  HttpResult plain = chat(server->port(), "k", "m-a", text);
+  EXPECT_EQ(assembled(events), plain.json_body()["choices"][0]["message"]["content"]);
+}
+
+TEST(MockServer, SplitsContentIntoFourToEightPieces) {
+  for (std::string text : {std::string("mock answer: hi"), std::string(300, 'a'),
+                           std::string("mock answer: ") + "日本語のテキスト", std::string("ab")}) {
+    std::vector<std::string_view> pieces = details::split_content(text);
+    std::string joined;
+    for (auto p : pieces) {
+      EXPECT_FALSE(p.empty());
+      EXPECT_NE(static_cast<unsigned char>(p.front()) & 0xC0, 0x80) << "starts inside a character";
+      joined += p;
+    }
+    EXPECT_EQ(joined, text);
+    if (text.size() >= 4) {
+      EXPECT_GE(pieces.size(), 4u) << text;
+      EXPECT_LE(pieces.size(), 8u) << text;
+    } else {
+      EXPECT_EQ(pieces.size(), text.size());
+    }
+  }
+}
+
+TEST(MockServer, StreamSendsHeadersAtOnceThenWaitsTheLatencyThenChunkMs) {
+  auto server = serve({{"latency", 250}, {"stream", {{"chunk_ms", 40}}}});
+  TimedResult r = stream_chat(server->port());
+  ASSERT_EQ(r.http.code, CURLE_OK) << r.http.error;
+  ASSERT_FALSE(r.reads.empty());
+  EXPECT_LT(r.headers_at, 0.15) << "headers come before the first token";
+  EXPECT_GE(r.reads.front().first, 0.24) << "time to first token is the latency";
+  EXPECT_EQ(r.reads.front().second.rfind("data: ", 0), 0u);
+  // Role and first piece come together, finish and [DONE] too; each step after
+  // the first (one per further piece, one for the end) waits chunk_ms.
+  const size_t gaps = data_events(sse_events(r.http.body)).size() - 3;
+  EXPECT_GE(gaps, 4u);
+  EXPECT_GE(r.http.seconds, 0.25 + 0.04 * static_cast<double>(gaps) - 0.01);
+  EXPECT_LT(r.http.seconds, 0.25 + 0.04 * static_cast<double>(gaps) + 0.15);
+  EXPECT_GE(r.reads.size(), gaps + 1);
+  for (size_t i = 1; i < r.reads.size(); ++i)
+    EXPECT_GE(r.reads[i].first - r.reads[i - 1].first, 0.025) << i;
+}
+
+TEST(MockServer, StreamSendsKeepAliveCommentsWhileItWaits) {
+  auto server = serve({{"latency", 450}, {"stream", {{"chunk_ms", 250}, {"comment_ms", 100}}}});
+  TimedResult r = stream_chat(server->port(), "hi", false, 10000);
+  ASSERT_EQ(r.http.code, CURLE_OK) << r.http.error;
+  std::vector<SseEvent> events = sse_events(r.http.body);
+  expect_openai_stream(events, "m-a", false);
+
+  std::vector<double> comments;  // arrival of each comment
+  double first_data = -1;
+  int comments_between_chunks = 0;
+  for (const auto& [at, text] : r.reads) {
+    std::string rest;
+    for (const auto& e : sse_events(text, &rest)) {
+      if (e.comment) {
+        EXPECT_EQ(e.data, ": keep-alive");
+        comments.push_back(at);
+        if (first_data >= 0) ++comments_between_chunks;
+      } else if (first_data < 0) {
+        first_data = at;
+      }
+    }
+  }
+  ASSERT_GE(first_data, 0.44);
+  int before_first = 0;
+  for (double at : comments) before_first += at < first_data;
+  EXPECT_GE(before_first, 3) << "every 100 ms of the 450 ms wait";
+  EXPECT_LE(before_first, 5);
+  for (size_t i = 1; i < comments.size(); ++i) {
+    if (comments[i] < first_data) {
+      EXPECT_GE(comments[i] - comments[i - 1], 0.08) << i;
+      EXPECT_LE(comments[i] - comments[i - 1], 0.2) << i;
+    }
+  }
+  EXPECT_GE(comments_between_chunks, 3) << "chunks 250 ms apart leave room for comments";
+}
+
+TEST(MockServer, StallWhileStreamingSendsTheFirstChunksThenNothing) {
+  // Keep-alive comments stop too: a stalled stream is silent.
+  auto server = serve({{"faults", {{"stall", 1}}}, {"stream", {{"comment_ms", 50}}}});
+  TimedResult r = stream_chat(server->port(), "hello there", false, 900);
+  EXPECT_EQ(r.http.code, CURLE_OPERATION_TIMEDOUT) << r.http.error;
+  EXPECT_EQ(r.http.status, 200);
+  EXPECT_EQ(r.http.header("content-type"), "text/event-stream");
+  ASSERT_FALSE(r.reads.empty());
+  EXPECT_LT(r.reads.back().first, 0.3) << "then nothing for the rest of the 900 ms";
+
+  std::vector<SseEvent> events = data_events(sse_events(r.http.body));
+  ASSERT_GE(events.size(), 2u) << r.http.body;
+  EXPECT_EQ(events[0].chunk()["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_FALSE(events[1].chunk()["choices"][0]["delta"]["content"].get<std::string>().empty());
+  for (const auto& e : events) {
+    EXPECT_NE(e.data, "[DONE]");
+    EXPECT_TRUE(e.chunk()["choices"][0]["finish_reason"].is_null());
+  }
+  std::string content = assembled(events);
+  EXPECT_LT(content.size(), std::string("mock answer: hello there").size());
+  EXPECT_EQ(std::string("mock answer: hello there").rfind(content, 0), 0u);
+  EXPECT_TRUE(drains(*server));
+  EXPECT_EQ(server->stats()["by_outcome"]["stall"], 1);
+  EXPECT_EQ(server->stats()["streamed"], 1);
+}
+
+TEST(MockServer, HangWhileStreamingSendsNoByteAtAll) {
+  auto server = serve({{"faults", {{"hang", 1}}}, {"stream", {{"comment_ms", 20}}}});
+  TimedResult r = stream_chat(server->port(), "hello", false, 300);
+  EXPECT_EQ(r.http.code, CURLE_OPERATION_TIMEDOUT) << r.http.error;
+  EXPECT_EQ(r.http.status, 0);
+  EXPECT_LT(r.headers_at, 0) << "not even a status line";
+  EXPECT_TRUE(r.http.body.empty());
+  EXPECT_TRUE(drains(*server));
+  EXPECT_EQ(server->stats()["streamed"], 0);
+}
+
+TEST(MockServer, ResetWhileStreamingCutsTheStream) {
+  auto server = serve({{"faults", {{"reset", 1}}}, {"stream", {{"chunk_ms", 20}}}});
+  TimedResult r = stream_chat(server->port());
+  EXPECT_EQ(r.http.code, CURLE_RECV_ERROR) << curl_easy_strerror(r.http.code) << ": " << r.http.error;
+  EXPECT_EQ(r.http.status, 200);
+  std::string rest;
+  std::vector<SseEvent> events = data_events(sse_events(r.http.body, &rest));
+  ASSERT_GE(events.size(), 2u) << "mid-stream: the first chunks came";
+  EXPECT_EQ(events[0].chunk()["choices"][0]["delta"]["role"], "assistant");
+  for (const auto& e : events) EXPECT_NE(e.data, "[DONE]");
+  EXPECT_TRUE(drains(*server));
+  EXPECT_EQ(get_stats(server->port())["by_outcome"]["reset"], 1);  // still serving
+}
+
+TEST(MockServer, MalformedWhileStreamingSendsAChunkOfBrokenJson) {
+  auto server = serve({{"faults", {{"malformed", 1}}}});
+  TimedResult r = stream_chat(server->port(), "hello there", true);
+  ASSERT_EQ(r.http.code, CURLE_OK) << r.http.error;
+  EXPECT_EQ(r.http.status, 200);
+  std::vector<SseEvent> events = data_events(sse_events(r.http.body));
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().data, "[DONE]");
+  int broken = 0;
+  for (size_t i = 0; i + 1 < events.size(); ++i) broken += !json::accept(events[i].data);
+  EXPECT_EQ(broken, 1) << r.http.body;
+}
+
+TEST(MockServer, WrongModelWhileStreamingNamesTheOtherModelInEveryChunk) {
+  auto server = serve({{"faults", {{"wrong_model", 1}}}, {"wrong_model", "mock-impostor-72b"}});
+  TimedResult r = stream_chat(server->port(), "hello", true, 5000, "mock-7b");
+  ASSERT_EQ(r.http.code, CURLE_OK) << r.http.error;
+  expect_openai_stream(sse_events(r.http.body), "mock-impostor-72b", true);
+}
+
+TEST(MockServer, ErrorsWhileStreamingArePlainJson) {
+  auto server = serve({{"faults", {{"error_500", 1}}}, {"keys", {"k"}}, {"quota", {{"m-q", 0}}}});
+  TimedResult r = stream_chat(server->port());
+  EXPECT_EQ(r.http.status, 500);
+  EXPECT_EQ(r.http.header("content-type"), "application/json");
+  EXPECT_EQ(r.http.json_body()["error"]["type"], "server_error");
+  r = stream_chat(server->port(), "hi", false, 5000, "m-q");
+  EXPECT_EQ(r.http.status, 403);
+  EXPECT_EQ(r.http.json_body()["error"]["code"], "insufficient_quota");
+  Request bad_key;
+  bad_key.body = stream_body("m-a", "hi", true).dump();
+  bad_key.headers = {"Authorization: Bearer nope"};
+  EXPECT_EQ(http(server->port(), bad_key).status, 401);
+  EXPECT_EQ(get_stats(server->port())["streamed"], 0);
+}
+
+TEST(MockServer, DropsAStreamWhoseClientLeftAndStopsWithStreamsHeld) {
+  auto server = serve({{"latency", 100}, {"stream", {{"chunk_ms", 1000}, {"comment_ms", 30}}}});
+  TimedResult r = stream_chat(server->port(), "hello", false, 400);
+  EXPECT_EQ(r.http.code, CURLE_OPERATION_TIMEDOUT);
+  EXPECT_FALSE(r.http.body.empty());
+  EXPECT_TRUE(drains(*server, 1000ms));
+
+  // Destroyed while streams wait (for the first token, for the next chunk, stalled).
+  for (const json& scenario :
+       {json{{"latency", 5000}, {"stream", {{"comment_ms", 10}}}},
+        json{{"stream", {{"chunk_ms", 5000}, {"comment_ms", 10}}}},
+        json{{"faults", {{"stall", 1}}}}}) {
+    auto held = serve(scenario);
+    constexpr int n = 4;
+    CURLM* multi = curl_multi_init();
+    HttpResult results[n];
+    SlistPtr lists[n];
+    char errbufs[n][CURL_ERROR_SIZE] = {};
+    CurlPtr easies[n];
+    for (int i = 0; i < n; ++i) {
+      Request req;
+      req.body = stream_body("m-a", "x", true).dump();
+      req.headers = {"Authorization: Bearer k"};
+      easies[i] = make_easy(held->port(), req, lists[i], results[i], errbufs[i]);
+      curl_multi_add_handle(multi, easies[i].get());
+    }
+    for (int spin = 0; spin < 50; ++spin) {
+      int running = 0;
+      curl_multi_perform(multi, &running);
+      curl_multi_poll(multi, nullptr, 0, 10, nullptr);
+    }
+    EXPECT_EQ(held->stats()["in_flight"], n) << scenario.dump();
+    EXPECT_EQ(held->stats()["streamed"], n) << scenario.dump();
+    held.reset();
+    for (auto& e : easies) curl_multi_remove_handle(multi, e.get());
+    curl_multi_cleanup(multi);
+  }
+}
+
+// ---- canned replies -----------------------------------------------------------------
+
+TEST(MockServer, CannedRulesAnswerExactlyAsGivenUntilTheyRunOut) {
+  auto server = serve({{"canned",
+                        {{{"when", "please fail"},
+                          {"status", 429},
+                          {"headers", {{"retry-after", "1"}, {"x-request-id", "req_123"}}},
+                          {"body", "exact text, not JSON"},
+                          {"times", 2}},
+                         {{"when", "\"as json\""},
+                          {"body_json", {{"error", {{"message", "over capacity"}, {"code", nullptr}}}}},
+                          {"status", 503}},
+                         {{"when", "plain text"},
+                          {"headers", {{"Content-Type", "text/plain; charset=utf-8"}}},
+                          {"body", "hi there"}}}}});
+  const auto port = server->port();
+  for (int i = 0; i < 2; ++i) {
+    HttpResult r = chat(port, "k", "m-a", "oh please fail now");
+    EXPECT_EQ(r.status, 429) << i;
+    EXPECT_EQ(r.body, "exact text, not JSON");
+    EXPECT_EQ(r.header("retry-after"), "1");
+    EXPECT_EQ(r.header("x-request-id"), "req_123");
+    EXPECT_EQ(r.header("content-type"), "application/json");
+  }
+  HttpResult spent = chat(port, "k", "m-a", "oh please fail now");  // times ran out
+  EXPECT_EQ(spent.status, 200);
+  EXPECT_EQ(spent.json_body()["object"], "chat.completion");
+
+  HttpResult j = chat(port, "k", "m-a", "as json");  // matches the raw body, quotes and all
+  EXPECT_EQ(j.status, 503);
+  EXPECT_EQ(j.body, R"({"error":{"code":null,"message":"over capacity"}})");
+
+  HttpResult text = chat(port, "k", "m-a", "plain text please");
+  EXPECT_EQ(text.status, 200);
+  EXPECT_EQ(text.body, "hi there");
+  EXPECT_EQ(text.header("content-type"), "text/plain; charset=utf-8");
+
+  EXPECT_EQ(chat(port, "k", "m-a", "nothing canned").status, 200);
+
+  json stats = get_stats(port);
+  EXPECT_EQ(stats["by_outcome"]["canned"], 4);
+  EXPECT_EQ(stats["by_outcome"]["ok"], 2);
+  EXPECT_EQ(stats["by_key_model"]["k|m-a"]["canned"], 4);
+
+  // POST /reset gives the rules their times back.
+  Request reset;
+  reset.path = "/reset";
+  ASSERT_EQ(http(port, reset).status, 200);
+  EXPECT_EQ(chat(port, "k", "m-a", "please fail").status, 429);
+}
+
+TEST(MockServer, CannedRulesComeAfterKeysAndBeforeLimitsAndFaults) {
+  auto server = serve({{"keys", {"k"}},
+                       {"rate_limit", {{"requests", 1}, {"window_ms", 60000}}},
+                       {"quota", {{"m-a", 0}}},
+                       {"faults", {{"error_500", 1}}},
+                       {"canned", {{{"when", "replay me"}, {"status", 502}, {"body", "bad gateway"}}}}});
+  const auto port = server->port();
+  EXPECT_EQ(chat(port, "wrong", "m-b", "replay me").status, 401);
+  for (int i = 0; i < 3; ++i) {  // no rate budget used, no quota, no fault
+    HttpResult r = chat(port, "k", "m-a", "replay me");
+    EXPECT_EQ(r.status, 502) << i;
+    EXPECT_EQ(r.body, "bad gateway");
+    EXPECT_TRUE(r.header("x-ratelimit-limit-requests").empty());
+  }
+  EXPECT_EQ(chat(port, "k", "m-b", "other").status, 500);  // the fault, using the budget
+  EXPECT_EQ(chat(port, "k", "m-b", "other").status, 429);
+  EXPECT_EQ(chat(port, "k", "m-b", "replay me").status, 502);
+}
+
+TEST(MockServer, CannedRuleWithoutWhenMatchesEveryRequestAfterTheLatency) {
+  auto server = serve({{"latency", 150},
+                       {"canned",
+                        {{{"status", 529}, {"body_json", {{"type", "overloaded_error"}}}, {"times", 1}},
+                         {{"headers", {{"content-type", "text/event-stream"}}},
+                          {"body", "data: {\"choices\":[]}\n\ndata: [DONE]\n\n"}}}}});
+  HttpResult first = chat(server->port(), "k", "m-a");
+  EXPECT_EQ(first.status, 529);
+  EXPECT_EQ(first.body, R"({"type":"overloaded_error"})");
+  EXPECT_GE(first.seconds, 0.14);
+  // A canned stream is replayed as it is, even to a request that asked for a stream.
+  TimedResult second = stream_chat(server->port());
+  EXPECT_EQ(second.http.status, 200);
+  EXPECT_EQ(second.http.header("content-type"), "text/event-stream");
+  EXPECT_EQ(second.http.body, "data: {\"choices\":[]}\n\ndata: [DONE]\n\n");
+  EXPECT_EQ(get_stats(server->port())["by_outcome"]["canned"], 2);
+  EXPECT_EQ(get_stats(server->port())["streamed"], 0);
+}
+
 // ---- stats, reset, routing --------------------------------------------------------
 
 TEST(MockServer, StatsCountOutcomesByKeyAndModel) {
@@ -704,6 +1217,78 @@ TEST(Scenario, ProbabilitiesMustBeInRangeAndSumToAtMostOne) {
   e = scenario_error({{"faults", {{"error_500", 0.6}, {"stall", 0.6}}}});
   EXPECT_NE(std::string(e.what()).find("sum"), std::string::npos) << e.what();
   EXPECT_NO_THROW(Scenario::from_json({{"faults", {{"error_500", 0.5}, {"stall", 0.5}}}}, "s"));
+}
+
+TEST(Scenario, ParsesStreamAndCannedReplies) {
+  Scenario s = Scenario::from_json(json::parse(R"({
+        "stream": {"chunk_ms": 25, "comment_ms": 1000},
+        "canned": [
+          {"when": "fail me", "status": 429, "headers": {"retry-after": "1"}, "body": "slow down",
+           "times": 2},
+          {"body_json": {"error": {"message": "x", "code": null}}},
+          {"when": "", "status": 503}
+        ]
+      })"),
+                                   "s.json");
+  EXPECT_EQ(s.stream.chunk_ms, 25);
+  EXPECT_EQ(s.stream.comment_ms, 1000);
+  ASSERT_EQ(s.canned.size(), 3u);
+  EXPECT_EQ(s.canned[0].when, "fail me");
+  EXPECT_EQ(s.canned[0].status, 429);
+  ASSERT_EQ(s.canned[0].headers.size(), 1u);
+  EXPECT_EQ(s.canned[0].headers[0].first, "retry-after");
+  EXPECT_EQ(s.canned[0].headers[0].second, "1");
+  EXPECT_EQ(s.canned[0].body, "slow down");
+  EXPECT_EQ(s.canned[0].times, 2);
+  EXPECT_EQ(s.canned[1].when, "");
+  EXPECT_EQ(s.canned[1].status, 200);
+  EXPECT_EQ(s.canned[1].body, R"({"error":{"code":null,"message":"x"}})");
+  EXPECT_EQ(s.canned[1].times, 0);
+  EXPECT_EQ(s.canned[2].body, "");
+
+  Scenario defaults = Scenario::from_json(json::object(), "s.json");
+  EXPECT_EQ(defaults.stream.chunk_ms, 0);
+  EXPECT_EQ(defaults.stream.comment_ms, 0);
+  EXPECT_TRUE(defaults.canned.empty());
+  // An empty Lua table arrives as {}.
+  EXPECT_TRUE(Scenario::from_json({{"canned", json::object()}}, "s.lua").canned.empty());
+}
+
+TEST(Scenario, StreamAndCannedErrorsNameTheField) {
+  auto field = [](const json& j) { return scenario_error(j).details()["field"].get<std::string>(); };
+  EXPECT_EQ(field({{"stream", "fast"}}), "stream");
+  EXPECT_EQ(field({{"stream", {{"chunk_ms", -1}}}}), "stream.chunk_ms");
+  EXPECT_EQ(field({{"stream", {{"comment_ms", 0.5}}}}), "stream.comment_ms");
+  EXPECT_EQ(field({{"stream", {{"pieces", 4}}}}), "stream.pieces");
+  EXPECT_NO_THROW(Scenario::from_json({{"stream", {{"comment_ms", 0}}}}, "s"));
+
+  EXPECT_EQ(field({{"canned", "429"}}), "canned");
+  EXPECT_EQ(field({{"canned", {5}}}), "canned[0]");
+  EXPECT_EQ(field({{"canned", {json::object(), json::object(), {{"status", 700}}}}}),
+            "canned[2].status");
+  EXPECT_EQ(field({{"canned", {{{"status", 199}}}}}), "canned[0].status");
+  EXPECT_EQ(field({{"canned", {{{"status", "429"}}}}}), "canned[0].status");
+  EXPECT_EQ(field({{"canned", {json::object(), {{"bdy", "x"}}}}}), "canned[1].bdy");
+  EXPECT_EQ(field({{"canned", {{{"when", 3}}}}}), "canned[0].when");
+  EXPECT_EQ(field({{"canned", {{{"times", 0}}}}}), "canned[0].times");
+  EXPECT_EQ(field({{"canned", {{{"times", 1.5}}}}}), "canned[0].times");
+  EXPECT_EQ(field({{"canned", {{{"body", {{"a", 1}}}}}}}), "canned[0].body");
+  EXPECT_EQ(field({{"canned", {{{"body", "x"}, {"body_json", 1}}}}}), "canned[0].body_json");
+  EXPECT_EQ(field({{"canned", {{{"headers", "retry-after: 1"}}}}}), "canned[0].headers");
+  EXPECT_EQ(field({{"canned", {{{"headers", {{"retry-after", 1}}}}}}}),
+            "canned[0].headers.retry-after");
+  EXPECT_EQ(field({{"canned", {{{"headers", {{"bad name", "x"}}}}}}}),
+            "canned[0].headers.bad name");
+  EXPECT_EQ(field({{"canned", {{{"headers", {{"x-a", "1\r\nx-b: 2"}}}}}}}), "canned[0].headers.x-a");
+  EXPECT_EQ(field({{"canned", {{{"headers", {{"Content-Length", "3"}}}}}}}),
+            "canned[0].headers.Content-Length");
+  EXPECT_EQ(field({{"canned", {{{"headers", {{"transfer-encoding", "chunked"}}}}}}}),
+            "canned[0].headers.transfer-encoding");
+
+  Error e = scenario_error({{"canned", {json::object(), json::object(), {{"status", 700}}}}});
+  EXPECT_EQ(e.code(), codes::SCENARIO_INVALID);
+  EXPECT_NE(std::string(e.what()).find("scenarios/flaky.json: canned[2].status"), std::string::npos)
+      << e.what();
 }
 
 TEST(Scenario, WrongTypesNameTheField) {

@@ -17,10 +17,7 @@ std::string lowercase(std::string_view s) {
   return out;
 }
 
-void mark_activity(Transfer& t) {
-  t.responding = true;
-  t.last_activity = *t.now;
-}
+void mark_activity(Transfer& t) { t.last_activity = *t.now; }
 
 // Called once per header line, status lines and the blank line included.
 size_t on_header(char* data, size_t size, size_t count, void* userp) {
@@ -67,6 +64,7 @@ size_t on_body(char* data, size_t size, size_t count, void* userp) {
   auto& t = *static_cast<Transfer*>(userp);
   const size_t length = size * count;
   mark_activity(t);
+  t.body_started = true;  // an SSE comment counts: the answer is alive
   const size_t cap = t.request.max_response_bytes;
   const size_t room = cap - std::min(t.response.body.size(), cap);
   if (length > room) {
@@ -89,7 +87,7 @@ bool Transfer::prepare(HttpRequest&& r, TimePoint submitted_at, CURLSH* share) {
   response.id = request.id;
   submitted = submitted_at;
   last_activity = submitted_at;
-  responding = false;
+  body_started = false;
   too_large = false;
   error[0] = '\0';
 

@@ -36,7 +36,7 @@ struct Transfer {
   HttpResponse response;
   TimePoint submitted{};
   TimePoint last_activity{};
-  bool responding = false;  // a first response byte arrived: the stall clock runs
+  bool body_started = false;  // a first body byte arrived: the stall clock runs from here
   bool too_large = false;   // the write callback refused the body
   size_t active_index = 0;  // position in the client's active list
   uint32_t shard = 0;       // which of the client's multi handles drives it

@@ -1,5 +1,7 @@
 #include "mock/details/chat_reply.h"
 
+#include <strings.h>
+
 #include <algorithm>
 #include <charconv>
 #include <cstdio>
@@ -54,12 +56,23 @@ int64_t token_estimate(size_t bytes) {
 const char* reason_phrase(int status) {
   switch (status) {
     case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
+    case 402: return "Payment Required";
     case 403: return "Forbidden";
     case 404: return "Not Found";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 422: return "Unprocessable Content";
     case 429: return "Too Many Requests";
     case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
     default: return "Unknown";
   }
 }
@@ -132,8 +145,20 @@ Reply server_error_reply() {
 
 Reply not_found_reply() { return error_reply(404, "Not found.", "invalid_request_error", ""); }
 
-std::string completion_body(uint64_t id, int64_t created, std::string_view model,
-                            const json& messages) {
+Reply canned_reply(const CannedReply& rule) {
+  Reply r;
+  r.status = rule.status;
+  r.body = rule.body;
+  for (const auto& [name, value] : rule.headers) {
+    if (strcasecmp(name.c_str(), "Content-Type") == 0)
+      r.content_type = value.c_str();
+    else
+      r.headers.emplace_back(name.c_str(), value);
+  }
+  return r;
+}
+
+ChatAnswer chat_answer(const json& messages) {
   std::string scratch;
   std::string_view last;
   size_t prompt_bytes = 0;
@@ -141,30 +166,39 @@ std::string completion_body(uint64_t id, int64_t created, std::string_view model
     for (const json& m : messages) prompt_bytes += text_of(m, scratch).size();
     if (!messages.empty()) last = text_of(messages.back(), scratch);
   }
-  std::string_view echoed = utf8_prefix(last, 200);
   static constexpr std::string_view prefix = "mock answer: ";
-  const int64_t prompt_tokens = token_estimate(prompt_bytes);
-  const int64_t completion_tokens = token_estimate(prefix.size() + echoed.size());
+  ChatAnswer answer;
+  const std::string_view echoed = utf8_prefix(last, 200);
+  answer.content.reserve(prefix.size() + echoed.size());
+  answer.content.append(prefix).append(echoed);
+  answer.prompt_tokens = token_estimate(prompt_bytes);
+  answer.completion_tokens = token_estimate(answer.content.size());
+  return answer;
+}
 
+std::string completion_body(uint64_t id, int64_t created, std::string_view model,
+                            const json& messages) {
+  return completion_body(id, created, model, chat_answer(messages));
+}
+
+std::string completion_body(uint64_t id, int64_t created, std::string_view model,
+                            const ChatAnswer& answer) {
   std::string out;
-  out.reserve(320 + model.size() + echoed.size());
+  out.reserve(320 + model.size() + answer.content.size());
   out += R"({"id":"chatcmpl-mock-)";
   append_int(out, static_cast<int64_t>(id));
   out += R"(","object":"chat.completion","created":)";
   append_int(out, created);
   out += R"(,"model":)";
   append_json_string(out, model);
-  out += R"(,"choices":[{"index":0,"message":{"role":"assistant","content":")";
-  out += prefix;
-  const size_t before = out.size();
-  append_json_string(out, echoed);  // adds its own quotes: drop the opening one
-  out.erase(before, 1);
+  out += R"(,"choices":[{"index":0,"message":{"role":"assistant","content":)";
+  append_json_string(out, answer.content);
   out += R"(},"finish_reason":"stop"}],"usage":{"prompt_tokens":)";
-  append_int(out, prompt_tokens);
+  append_int(out, answer.prompt_tokens);
   out += R"(,"completion_tokens":)";
-  append_int(out, completion_tokens);
+  append_int(out, answer.completion_tokens);
   out += R"(,"total_tokens":)";
-  append_int(out, prompt_tokens + completion_tokens);
+  append_int(out, answer.prompt_tokens + answer.completion_tokens);
   out += "}}";
   return out;
 }

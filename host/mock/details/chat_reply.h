@@ -14,8 +14,16 @@ namespace shepherd::details {
 
 struct Reply {
   int status = 200;
-  std::string body;  // always JSON (or, for `malformed`, meant to look like it)
+  std::string body;  // JSON (or, for `malformed`, meant to look like it), or a canned body
   std::vector<std::pair<const char*, std::string>> headers;  // besides Content-Type
+  const char* content_type = "application/json";  // static, or owned by the scenario
+};
+
+// What the mock answers a chat request with, before it is put in a body or a stream.
+struct ChatAnswer {
+  std::string content;  // "mock answer: " and the first 200 characters of the last message
+  int64_t prompt_tokens = 0;      // a rough bytes/4 estimate
+  int64_t completion_tokens = 0;  // the same for the content
 };
 
 const char* reason_phrase(int status);
@@ -34,9 +42,17 @@ Reply quota_reply();
 Reply server_error_reply();
 Reply not_found_reply();
 
+// The rule's status, headers and body as given; Content-Type from its headers
+// if there, else application/json. The reply points into the rule's strings.
+Reply canned_reply(const CannedReply& rule);
+
+ChatAnswer chat_answer(const nlohmann::json& messages);
+
 // A chat.completion answering the last message; usage is a rough bytes/4 estimate.
 std::string completion_body(uint64_t id, int64_t created, std::string_view model,
                             const nlohmann::json& messages);
+std::string completion_body(uint64_t id, int64_t created, std::string_view model,
+                            const ChatAnswer& answer);
 
 // Appends s as a JSON string literal; s must be valid UTF-8.
 void append_json_string(std::string& out, std::string_view s);

@@ -8,7 +8,8 @@ namespace shepherd::details {
 MockBehavior::MockBehavior(const Scenario& scenario)
     : scenario_(scenario),
       fault_rng_(scenario.seed),
-      latency_rng_(scenario.seed ^ 0x9e3779b97f4a7c15ULL) {}
+      latency_rng_(scenario.seed ^ 0x9e3779b97f4a7c15ULL),
+      canned_used_(scenario.canned.size(), 0) {}
 
 bool MockBehavior::key_valid(std::string_view key) const {
   if (key.empty()) return false;
@@ -25,6 +26,14 @@ Decision MockBehavior::decide(const ChatFacts& facts, TimePoint now) {
   }
   if (!key_valid(facts.key)) {
     d.outcome = Outcome::unauthorized;
+    return d;
+  }
+  // Canned replies stand in for a real provider's answers: they come before
+  // this mock's own limits and faults, and take its latency.
+  if (const CannedReply* rule = match_canned(facts.body)) {
+    d.outcome = Outcome::canned;
+    d.canned = rule;
+    d.latency_ms = draw_latency_ms();
     return d;
   }
 
@@ -61,6 +70,18 @@ Decision MockBehavior::decide(const ChatFacts& facts, TimePoint now) {
   if (d.outcome == Outcome::ok && quota != scenario_.quota.end()) ++quota_used_[quota->first];
   if (d.outcome != Outcome::hang) d.latency_ms = draw_latency_ms();
   return d;
+}
+
+const CannedReply* MockBehavior::match_canned(std::string_view body) {
+  const std::vector<CannedReply>& rules = scenario_.canned;
+  for (size_t i = 0; i < rules.size(); ++i) {
+    const CannedReply& rule = rules[i];
+    if (rule.times > 0 && canned_used_[i] >= rule.times) continue;
+    if (body.find(rule.when) == std::string_view::npos) continue;  // "" is found everywhere
+    ++canned_used_[i];
+    return &rule;
+  }
+  return nullptr;
 }
 
 Outcome MockBehavior::draw_fault(uint64_t cell) {
@@ -102,6 +123,7 @@ void MockBehavior::reset() {
   windows_.clear();
   quota_used_.clear();
   seen_cells_.clear();
+  std::fill(canned_used_.begin(), canned_used_.end(), 0);
 }
 
 }  // namespace shepherd::details

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 #include "core/clock.h"
 #include "mock/details/mock_stats.h"
@@ -21,7 +22,8 @@ struct ChatFacts {
   bool well_formed = false;  // a JSON object with a string "model"
   std::string_view key;      // bearer token; empty when none was sent
   std::string_view model;
-  uint64_t cell = 0;  // stable hash of model + messages (used by first_attempt_only)
+  uint64_t cell = 0;      // stable hash of model + messages (used by first_attempt_only)
+  std::string_view body;  // the raw request body (canned rules match on it)
 };
 
 struct RateHeaders {  // the x-ratelimit-* view of one (key, model) window
@@ -34,6 +36,7 @@ struct Decision {
   Outcome outcome = Outcome::ok;
   double latency_ms = 0;            // delay before answering (faults included)
   std::optional<RateHeaders> rate;  // set once the rate limit was consulted
+  const CannedReply* canned = nullptr;  // the rule answering (outcome canned)
 };
 
 class MockBehavior {
@@ -45,7 +48,7 @@ class MockBehavior {
   // Consumes rate-limit budget, quota and fault draws: call once per request.
   Decision decide(const ChatFacts& facts, TimePoint now);
 
-  // Forgets rate windows, quota use and the cells already seen.
+  // Forgets rate windows, quota use, the cells already seen and canned use.
   void reset();
 
   bool tracks_cells() const { return scenario_.faults.first_attempt_only; }
@@ -56,6 +59,7 @@ class MockBehavior {
     int used = 0;
   };
 
+  const CannedReply* match_canned(std::string_view body);
   Outcome draw_fault(uint64_t cell);
   double draw_latency_ms();
 
@@ -65,6 +69,7 @@ class MockBehavior {
   std::unordered_map<std::string, Window> windows_;  // "key|model"
   std::unordered_map<std::string, int> quota_used_;
   std::unordered_set<uint64_t> seen_cells_;
+  std::vector<int> canned_used_;  // per canned rule: requests it answered
 };
 
 }  // namespace shepherd::details

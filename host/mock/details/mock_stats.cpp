@@ -17,6 +17,7 @@ std::string_view to_string(Outcome outcome) {
     case Outcome::reset: return "reset";
     case Outcome::malformed: return "malformed";
     case Outcome::wrong_model: return "wrong_model";
+    case Outcome::canned: return "canned";
   }
   return "ok";
 }
@@ -46,9 +47,15 @@ void MockStats::record(Outcome outcome, std::string_view key, std::string_view m
   ++by_key_model_[std::move(key_model)][i];
 }
 
+void MockStats::record_streamed() {
+  std::lock_guard lock(mutex_);
+  ++streamed_;
+}
+
 void MockStats::clear() {
   std::lock_guard lock(mutex_);
   requests_ = 0;
+  streamed_ = 0;
   peak_in_flight_ = in_flight_;
   by_outcome_ = {};
   by_key_.clear();
@@ -75,6 +82,7 @@ nlohmann::json MockStats::to_json() const {
   return {{"requests", requests_},
           {"in_flight", in_flight_},
           {"peak_in_flight", peak_in_flight_},
+          {"streamed", streamed_},
           {"by_outcome", counts_json(by_outcome_)},
           {"by_key", grouped_json(by_key_)},
           {"by_model", grouped_json(by_model_)},

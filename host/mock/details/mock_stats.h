@@ -24,8 +24,9 @@ enum class Outcome : uint8_t {
   reset,
   malformed,
   wrong_model,
+  canned,  // answered by a canned rule of the scenario
 };
-inline constexpr size_t outcome_count = 11;
+inline constexpr size_t outcome_count = 12;
 
 std::string_view to_string(Outcome outcome);
 
@@ -34,6 +35,7 @@ class MockStats {
   void request_started();   // a chat request arrived
   void request_finished();  // ...and was answered, or its connection closed
   void record(Outcome outcome, std::string_view key, std::string_view model);
+  void record_streamed();  // the request is answered as an event stream
 
   // Forgets counts; requests still held stay in flight.
   void clear();
@@ -51,6 +53,7 @@ class MockStats {
   uint64_t requests_ = 0;
   int64_t in_flight_ = 0;
   int64_t peak_in_flight_ = 0;
+  uint64_t streamed_ = 0;
   Counts by_outcome_{};
   CountsByName by_key_;
   CountsByName by_model_;
