@@ -23,7 +23,7 @@
 -- Whatever this returns, the host ends the retries: the same error
 -- (class, status and code) `config.poison_after` times in a row (5) fails the
 -- task as POISONED, and no task gets more than 100 attempts in one run.
-local M = { name = "retry", version = "1" }
+local M = { name = "retry", version = "2" }
 
 -- Which classes are transient, and the config switch that allows retrying them.
 local retryable = {
@@ -40,25 +40,36 @@ local function fail(class)
   return { action = "fail", code = class:upper() }
 end
 
+-- The backoff for the retries_done-th retry: exponential, capped, jittered.
+local function backoff(cfg, retries_done)
+  local delay = cfg.base_delay_ms * cfg.backoff_multiplier ^ retries_done
+  if delay > cfg.max_delay_ms then delay = cfg.max_delay_ms end
+  if cfg.jitter then delay = delay * (0.5 + 0.5 * math.random()) end
+  return delay
+end
+
+-- Classes that are about the key or the model on this key, not the moment:
+-- waiting does not help, another key might.
+local key_bound = { quota_exhausted = true, auth_failed = true, model_not_found = true }
+
 function M.decide(ctx)
   local cfg = ctx.config
   local class = ctx.class
-  if class == "quota_exhausted" or class == "auth_failed" then
-    -- Never retried like a 429: waiting does not bring quota back. Another
-    -- key may still serve the model: try it now. Otherwise a model used as a
-    -- resource gives way to the next one (switch.lua picks it).
-    if (ctx.usable_keys or 0) > 0 then return { action = "retry", delay_ms = 0 } end
+  local retries_done = ctx.attempt - 1
+  if key_bound[class] then
+    -- The key pool has taken that (key, model) out. Another key may still
+    -- serve the model: try it, after the usual backoff (never at once, so a
+    -- provider that answers each key differently cannot cause a storm).
+    -- Otherwise a model used as a resource gives way to the next one.
+    if (ctx.usable_keys or 0) > 0 then return { action = "retry", delay_ms = math.floor(backoff(cfg, retries_done)) } end
     if ctx.model_role == "resource" then return { action = "switch_model" } end
     return fail(class)
   end
   local gate = retryable[class]
   if gate == nil or (gate ~= true and not cfg[gate]) then return fail(class) end
-  local retries_done = ctx.attempt - 1
   if retries_done >= cfg.max_retries then return fail(class) end
 
-  local delay = cfg.base_delay_ms * cfg.backoff_multiplier ^ retries_done
-  if delay > cfg.max_delay_ms then delay = cfg.max_delay_ms end
-  if cfg.jitter then delay = delay * (0.5 + 0.5 * math.random()) end
+  local delay = backoff(cfg, retries_done)
   if ctx.retry_after_ms and ctx.retry_after_ms > delay then delay = ctx.retry_after_ms end
   return { action = "retry", delay_ms = math.floor(delay) }
 end

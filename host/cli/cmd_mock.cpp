@@ -10,9 +10,15 @@
 #include "core/error.h"
 #include "core/resources.h"
 #include "lua/api.h"
+#include "lua/call_limit.h"
 #include "lua/lua_call.h"
 #include "lua/lua_json.h"
 #include "mock/mock_server.h"
+#include "suite/suite.h"
+
+extern "C" {
+#include <luajit.h>
+}
 
 namespace shepherd::cli {
 
@@ -34,7 +40,17 @@ nlohmann::json read_scenario(const std::string& path) {
   LuaState L;
   register_shepherd_api(L);
   LuaFailure failure;
-  if (!load_chunk(L, text, path, failure) || !protected_call(L, 0, 1, failure)) {
+  bool loaded = load_chunk(L, text, path, failure);
+  if (loaded) {
+    // Same limits as a suite's top level: a scenario that loops or eats memory
+    // is a SCENARIO_INVALID, never a hung mock.
+    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+    make_interruptible(L, -1);
+    CallLimit limit(L, kSuiteLoadBudget);
+    MemoryLimit memory(L, kSuiteLoadMemory);
+    loaded = protected_call(L, 0, 1, failure);
+  }
+  if (!loaded) {
     throw Error(codes::SCENARIO_INVALID, failure.describe(), Stage::config, {{"file", path}, {"line", failure.line}});
   }
   nlohmann::json j;

@@ -98,6 +98,30 @@ bool read_content(const json& content, std::string& out) {
   return any || content.empty();
 }
 
+// Anthropic's Messages API: {"type": "message", "content": [blocks],
+// "stop_reason", "usage": {input_tokens, output_tokens}}. Text blocks are the
+// content; tool_use blocks are tool calls; thinking blocks are not the answer.
+void read_anthropic_message(const json& b, ParsedResponse& out) {
+  const json* blocks = member(b, "content");
+  if (blocks == nullptr || !blocks->is_array()) return;
+  for (const auto& block : *blocks) {
+    std::string type = text_of(member(block, "type"));
+    if (type == "text") out.content += text_of(member(block, "text"));
+    if (type == "tool_use") out.has_tool_calls = true;
+  }
+  out.is_completion = true;
+  std::string stop = text_of(member(b, "stop_reason"));
+  if (stop == "end_turn" || stop == "stop_sequence") out.finish_reason = "stop";
+  else if (stop == "tool_use") out.finish_reason = "tool_calls";
+  else if (stop == "max_tokens") out.finish_reason = "length";
+  else if (stop == "refusal") out.finish_reason = "content_filter";
+  else out.finish_reason = stop;
+  if (const json* u = member(b, "usage"); u && u->is_object()) {
+    out.prompt_tokens = count_or(*u, "input_tokens");
+    out.completion_tokens = count_or(*u, "output_tokens");
+  }
+}
+
 }  // namespace
 
 long parse_retry_after_ms(const HttpResponse& r) {
@@ -150,6 +174,10 @@ ParsedResponse parse_response(const HttpResponse& response) {
     out.prompt_tokens = count_or(*u, "prompt_tokens");
     out.completion_tokens = count_or(*u, "completion_tokens");
     out.usage_json = safe_dump(*u);
+  }
+  if (text_of(member(b, "type")) == "message" && member(b, "choices") == nullptr) {
+    read_anthropic_message(b, out);
+    return out;
   }
   const json* choices = member(b, "choices");
   if (choices == nullptr || !choices->is_array() || choices->empty()) return out;

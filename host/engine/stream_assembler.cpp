@@ -452,11 +452,15 @@ void StreamAssembler::on_error_event(std::string_view data) {
 }
 
 void StreamAssembler::merge_chunk(const json& chunk, bool repaired) {
-  // id, created, model and system_fingerprint: the first chunk that has them.
+  // id, created, model and system_fingerprint: the first chunk that has them
+  // (Azure's first chunk carries only prompt filter results, with "" and 0).
   auto take_first = [&](json& slot, const char* key, bool want_string) {
     if (!slot.is_null()) return;
     auto it = chunk.find(key);
-    if (it == chunk.end()) return;
+    if (it == chunk.end() || (it->is_string() && it->get_ref<const std::string&>().empty()) ||
+        (it->is_number() && *it == 0)) {
+      return;
+    }
     if (want_string ? it->is_string() : (it->is_string() || it->is_number())) {
       if (charge(it->is_string() ? it->get_ref<const std::string&>().size() : 0)) slot = *it;
     }

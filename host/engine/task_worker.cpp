@@ -6,7 +6,7 @@
 #include "core/error.h"
 #include "core/text.h"
 #include "engine/response_parser.h"
-#include "engine/stream_assembler.h"
+#include "engine/response_reader.h"
 #include "lua/api.h"
 #include "lua/call_limit.h"
 #include "lua/lua_call.h"
@@ -116,20 +116,8 @@ bool TaskWorker::build_request(uint32_t task_index, TaskRuntime& task, HttpReque
 AttemptOutcome TaskWorker::judge(TaskRuntime& task, HttpResponse& r, int usable_keys) {
   refresh_policies();
   const ProviderSpec& provider = *ctx_.keys[ctx_.slots[static_cast<size_t>(task.slot)].key].provider;
-  // A streamed answer becomes the chat completion it spells out: from here on
-  // nothing (policies, store, export) can tell it was streamed. A stream that
-  // breaks off keeps its raw text, which is not a completion.
   std::string stream_error;
-  if (r.transport == Transport::none && r.status >= 200 && r.status < 300 &&
-      is_event_stream(r.header("content-type"), r.body)) {
-    AssembledStream a = assemble_stream(r.body, provider.max_response_bytes);
-    if (a.complete && a.error.empty() && !a.body.empty()) {
-      r.body = std::move(a.body);
-    } else {
-      stream_error = a.error.empty() ? "the stream carried no answer" : "stream: " + a.error;
-    }
-  }
-  ParsedResponse parsed = stream_error.empty() ? parse_response(r) : parse_response_failure(r, stream_error);
+  ParsedResponse parsed = read_response(r, provider.max_response_bytes, stream_error);
   const std::string& requested = ctx_.models[task.attempt_model];
   const Suite& suite = *ctx_.suite;
   std::string_view role = suite.model_is_dimension ? "dimension" : "resource";
@@ -141,21 +129,7 @@ AttemptOutcome TaskWorker::judge(TaskRuntime& task, HttpResponse& r, int usable_
     check_failed = !suite_.check(task.ordinal, in, check_reason);
   }
 
-  OutcomeView view;
-  view.status = r.status;
-  view.transport = to_string(r.transport);
-  view.headers = &r.headers;
-  view.body = parsed.body.is_discarded() ? nullptr : &parsed.body;
-  view.raw = r.body;
-  view.elapsed_ms = r.elapsed_ms;
-  view.model_requested = requested;
-  view.model_answered = parsed.model;
-  view.model_role = role;
-  view.content = parsed.is_completion ? &parsed.content : nullptr;
-  view.finish_reason = parsed.finish_reason;
-  view.error_code = parsed.error_code;
-  view.error_message = parsed.error_message;
-  view.check = check_failed ? &check_reason : nullptr;
+  OutcomeView view = outcome_view(r, parsed, requested, role, check_failed ? &check_reason : nullptr);
 
   AttemptOutcome out;
   AttemptRecord& rec = out.record;
@@ -197,8 +171,14 @@ AttemptOutcome TaskWorker::judge(TaskRuntime& task, HttpResponse& r, int usable_
   fb.status = r.status;
   fb.transport_failure = r.transport != Transport::none && r.transport != Transport::too_large;
   fb.quota_exhausted = cls == "quota_exhausted";
-  fb.rate_limited = r.status == 429 && !fb.quota_exhausted;
-  fb.auth_failed = r.status == 401;
+  // A 429 rests the slot unless classify saw more in it (a quota, or a
+  // request too large ever to fit).
+  fb.rate_limited = cls == "rate_limited" || (r.status == 429 && !fb.quota_exhausted && cls != "client_error");
+  // A bad key (401, or Gemini's 400 API_KEY_INVALID) is disabled; a 403 is
+  // this key refused this model, and only that slot is taken out.
+  fb.auth_failed = r.status == 401 || (cls == "auth_failed" && r.status != 403);
+  fb.forbidden = cls == "auth_failed" && r.status == 403;
+  fb.model_not_found = cls == "model_not_found";
   if (parsed.retry_after_ms >= 0) fb.retry_after_s = static_cast<double>(parsed.retry_after_ms) / 1000.0;
   fb.headers = parse_rate_headers(r.headers);
   if (parsed.prompt_tokens >= 0 && parsed.completion_tokens >= 0) {

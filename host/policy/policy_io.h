@@ -25,6 +25,8 @@ struct OutcomeView {
   std::string_view model_role;      // "dimension" | "resource"
   const std::string* content = nullptr;  // set when the body is a chat completion
   std::string_view finish_reason;
+  std::string_view refusal;         // message.refusal: the model declined (content is then null)
+  bool tool_calls = false;          // the answer calls tools
   std::string_view error_code;
   std::string_view error_message;
   const std::string* check = nullptr;  // the suite check's failure reason

@@ -191,6 +191,11 @@ bool PolicySet::classify(const OutcomeView& o, std::string& cls, LuaFailure& fai
     lua_setfield(L_, -2, "content");
   }
   set_string(L_, "finish_reason", o.finish_reason);
+  set_string(L_, "refusal", o.refusal);
+  if (o.tool_calls) {
+    lua_pushboolean(L_, 1);
+    lua_setfield(L_, -2, "tool_calls");
+  }
   set_string(L_, "error_code", o.error_code);
   set_string(L_, "error_message", o.error_message);
   if (o.check) {

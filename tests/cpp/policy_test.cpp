@@ -87,6 +87,8 @@ struct Outcome {
       view.content = &content;
     }
     view.finish_reason = str(in, "finish_reason");
+    view.refusal = str(in, "refusal");
+    view.tool_calls = in.value("tool_calls", false);
     view.error_code = str(in, "error_code");
     view.error_message = str(in, "error_message");
     if (in.contains("check")) {
@@ -121,6 +123,7 @@ struct DecideCtx {
     view.retry_after_ms = in.value("retry_after_ms", -1L);
     view.status = in.value("status", 0L);
     view.error_code = str(in, "error_code");
+    view.usable_keys = in.value("usable_keys", 0);
   }
   DecideCtx(const DecideCtx&) = delete;
   DecideCtx& operator=(const DecideCtx&) = delete;
