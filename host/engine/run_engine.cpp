@@ -92,6 +92,10 @@ void Run::build_pool() {
   ctx_.models = suite_.models;
   for (uint32_t p = 0; p < suite_.providers.size(); ++p) {
     const ProviderSpec& provider = suite_.providers[p];
+    const BreakerSpec& b = provider.breaker;
+    CircuitBreakerOptions breaker{b.failure_rate, b.min_calls, b.window, Millis{b.window_ms}, Millis{b.open_ms},
+                                  Millis{b.max_open_ms}, b.probes};
+    pool.configure_endpoint(p, breaker);
     for (const KeySpec& key : provider.keys) {
       uint32_t key_index = pool.add_key(key.id, p);
       ctx_.keys.push_back(KeyBinding{&provider, key.id, provider.auth_header(key)});
@@ -99,7 +103,8 @@ void Run::build_pool() {
         const std::string& model = ctx_.models[m];
         if (std::find(provider.models.begin(), provider.models.end(), model) == provider.models.end()) continue;
         Limits l = provider.limits_for(key, model);
-        pool.add_slot(key_index, m, SlotLimits{l.concurrency, l.rpm, l.tpm}, p, provider.quota_reset_minute_utc);
+        pool.add_slot(key_index, m, SlotLimits{l.concurrency, l.rpm, l.tpm}, p, provider.quota_reset_minute_utc,
+                      breaker);
         ctx_.slots.push_back(SlotBinding{key_index, provider.url_for(model)});
       }
     }

@@ -38,6 +38,20 @@ struct Timeouts {
   long total_ms = 600'000;
 };
 
+// The circuit breakers of a provider's (key, model) slots and of its
+// endpoint: open at `failure_rate` of the last `window` calls (within
+// `window_ms`) once there are `min_calls`; half-open after `open_ms`
+// (doubling up to `max_open_ms`) with `probes` calls.
+struct BreakerSpec {
+  double failure_rate = 0.5;
+  int min_calls = 20;
+  int window = 100;
+  long window_ms = 60'000;
+  long open_ms = 5'000;
+  long max_open_ms = 60'000;
+  int probes = 3;
+};
+
 struct Limits {
   int concurrency = 8;  // in flight per (key, model)
   double rpm = 0;       // requests per minute; 0: not configured (learned from the provider's headers)
@@ -53,6 +67,7 @@ struct ProviderSpec {
   Limits limits;
   std::map<std::string, LimitsOverride> model_limits;  // limits.per_model
   Timeouts timeouts;
+  BreakerSpec breaker;
   // Answers stream (server-sent events, assembled by the host) unless the
   // provider is told otherwise; include_usage asks for the usage chunk.
   bool stream = true;

@@ -401,6 +401,22 @@ ProviderSpec read_provider(const SuiteReader& r, lua_State* L, int idx, const st
     t.total_ms = static_cast<long>(r.number_field(timeouts, "total_ms", tp, t.total_ms, 1, day, true));
   }
   lua_pop(L, 1);
+  int breaker = r.get(idx, "breaker");
+  if (!lua_isnil(L, breaker)) {
+    Path bp{"providers", name, "breaker"};
+    r.expect(breaker, LUA_TTABLE, bp, "a table");
+    r.check_fields(breaker, {"failure_rate", "min_calls", "window", "window_ms", "open_ms", "max_open_ms", "probes"}, bp);
+    const double day = 86'400'000;
+    BreakerSpec& b = spec.breaker;
+    b.failure_rate = r.number_field(breaker, "failure_rate", bp, b.failure_rate, 0.01, 1, false);
+    b.window = static_cast<int>(r.number_field(breaker, "window", bp, b.window, 1, 100'000, true));
+    b.min_calls = static_cast<int>(r.number_field(breaker, "min_calls", bp, std::min(b.min_calls, b.window), 1, b.window, true));
+    b.window_ms = static_cast<long>(r.number_field(breaker, "window_ms", bp, b.window_ms, 1, day, true));
+    b.open_ms = static_cast<long>(r.number_field(breaker, "open_ms", bp, b.open_ms, 1, day, true));
+    b.max_open_ms = static_cast<long>(r.number_field(breaker, "max_open_ms", bp, std::max(b.max_open_ms, b.open_ms), b.open_ms, day, true));
+    b.probes = static_cast<int>(r.number_field(breaker, "probes", bp, b.probes, 1, 1000, true));
+  }
+  lua_pop(L, 1);
   spec.stream = r.bool_field(idx, "stream", p, spec.stream);
   spec.stream_usage = r.bool_field(idx, "stream_usage", p, spec.stream_usage);
 
