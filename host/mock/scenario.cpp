@@ -193,7 +193,8 @@ class ScenarioReader {
   CannedReply canned_reply(const json& value, const std::string& field) const {
     object(value, field);
     const std::string prefix = field + ".";
-    only_fields(value, prefix, {"when", "status", "headers", "body", "body_json", "times"});
+    only_fields(value, prefix,
+                {"when", "status", "headers", "body", "body_json", "body_base64", "times", "content_length"});
     CannedReply rule;
     if (auto it = value.find("when"); it != value.end()) {
       if (!it->is_string()) fail(prefix + "when", "expected a string");
@@ -207,16 +208,59 @@ class ScenarioReader {
     if (auto it = value.find("headers"); it != value.end()) rule.headers = headers(*it, prefix + "headers");
     const auto body = value.find("body");
     const auto body_json = value.find("body_json");
-    if (body != value.end() && body_json != value.end())
-      fail(prefix + "body_json", "give body or body_json, not both");
+    const auto body_base64 = value.find("body_base64");
+    if ((body != value.end()) + (body_json != value.end()) + (body_base64 != value.end()) > 1)
+      fail(prefix + (body_base64 != value.end() ? "body_base64" : "body_json"),
+           "give one of body, body_json, body_base64");
     if (body != value.end()) {
       if (!body->is_string()) fail(prefix + "body", "expected a string (or use body_json)");
       rule.body = body->get<std::string>();
     } else if (body_json != value.end()) {
       rule.body = body_json->dump(-1, ' ', false, json::error_handler_t::replace);
+    } else if (body_base64 != value.end()) {
+      if (!body_base64->is_string() || !decode_base64(body_base64->get_ref<const std::string&>(), rule.body))
+        fail(prefix + "body_base64", "expected a base64 string (RFC 4648, padding optional)");
     }
     if (auto it = value.find("times"); it != value.end()) rule.times = integer(*it, prefix + "times", 1);
+    if (auto it = value.find("content_length"); it != value.end()) {
+      if (!it->is_number_integer() || (!it->is_number_unsigned() && it->get<int64_t>() < 0))
+        fail(prefix + "content_length", "expected an integer >= 0");
+      rule.content_length = it->get<uint64_t>();
+    }
     return rule;
+  }
+
+  // RFC 4648 base64 (standard alphabet); '=' padding optional, no whitespace.
+  static bool decode_base64(std::string_view text, std::string& out) {
+    while (!text.empty() && text.back() == '=') text.remove_suffix(1);
+    if (text.size() % 4 == 1) return false;
+    out.clear();
+    out.reserve(text.size() / 4 * 3 + 2);
+    uint32_t bits = 0;
+    int count = 0;
+    for (unsigned char c : text) {
+      int v = c >= 'A' && c <= 'Z'   ? c - 'A'
+              : c >= 'a' && c <= 'z' ? c - 'a' + 26
+              : c >= '0' && c <= '9' ? c - '0' + 52
+              : c == '+'             ? 62
+              : c == '/'             ? 63
+                                     : -1;
+      if (v < 0) return false;
+      bits = (bits << 6) | static_cast<uint32_t>(v);
+      if (++count == 4) {
+        out.push_back(static_cast<char>(bits >> 16));
+        out.push_back(static_cast<char>(bits >> 8));
+        out.push_back(static_cast<char>(bits));
+        bits = 0;
+        count = 0;
+      }
+    }
+    if (count == 2) out.push_back(static_cast<char>(bits >> 4));
+    if (count == 3) {
+      out.push_back(static_cast<char>(bits >> 10));
+      out.push_back(static_cast<char>(bits >> 2));
+    }
+    return true;
   }
 
   std::vector<std::pair<std::string, std::string>> headers(const json& value,

@@ -49,8 +49,12 @@ struct CannedReply {
   std::string when;  // plain substring of the raw request body; empty matches every request
   int status = 200;
   std::vector<std::pair<std::string, std::string>> headers;  // sent as given, besides framing
-  std::string body;
+  std::string body;  // "body", "body_json" dumped, or "body_base64" decoded (any bytes, invalid UTF-8 too)
   int times = 0;  // requests it answers before it stops matching; 0 = no limit
+  // The Content-Length to declare instead of the body's true size (a lie, as
+  // a broken proxy tells it); the connection then closes after the reply, so
+  // a longer claim ends in a truncated transfer and nothing is left to reuse.
+  std::optional<uint64_t> content_length;
 };
 
 struct Scenario {

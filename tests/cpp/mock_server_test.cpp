@@ -998,6 +998,34 @@ TEST(MockServer, CannedRuleWithoutWhenMatchesEveryRequestAfterTheLatency) {
   EXPECT_EQ(get_stats(server->port())["streamed"], 0);
 }
 
+TEST(MockServer, CannedRulesCarryAnyBytesAndCanLieAboutTheirLength) {
+  // "\xff\xfe{" in base64: bytes no JSON string can carry.
+  auto server = serve({{"canned",
+                        {{{"when", "raw bytes"}, {"body_base64", "//57"}},
+                         {{"when", "longer"}, {"body", "0123456789"}, {"content_length", 1000}},
+                         {{"when", "shorter"}, {"body", "0123456789"}, {"content_length", 4}}}}});
+  const auto port = server->port();
+  HttpResult raw = chat(port, "k", "m-a", "raw bytes");
+  EXPECT_EQ(raw.status, 200);
+  EXPECT_EQ(raw.body, "\xff\xfe{");
+
+  // Claims 1000 bytes, sends 10, closes: the client sees a truncated transfer.
+  HttpResult longer = chat(port, "k", "m-a", "longer");
+  EXPECT_EQ(longer.code, CURLE_PARTIAL_FILE) << longer.error;
+  EXPECT_EQ(longer.status, 200);
+  EXPECT_EQ(longer.body, "0123456789");
+  EXPECT_LT(longer.seconds, 2.0) << "closed, not left to time out";
+
+  // Claims 4: the client reads 4 and the connection is not reused.
+  HttpResult shorter = chat(port, "k", "m-a", "shorter");
+  EXPECT_EQ(shorter.code, CURLE_OK) << shorter.error;
+  EXPECT_EQ(shorter.body, "0123");
+  EXPECT_EQ(shorter.header("content-length"), "4");
+  EXPECT_EQ(shorter.header("connection"), "close");
+  EXPECT_EQ(chat(port, "k", "m-a", "after").json_body()["object"], "chat.completion");
+  EXPECT_EQ(get_stats(port)["by_outcome"]["canned"], 3);
+}
+
 // ---- stats, reset, routing --------------------------------------------------------
 
 TEST(MockServer, StatsCountOutcomesByKeyAndModel) {
@@ -1252,6 +1280,21 @@ TEST(Scenario, ParsesStreamAndCannedReplies) {
   EXPECT_TRUE(defaults.canned.empty());
   // An empty Lua table arrives as {}.
   EXPECT_TRUE(Scenario::from_json({{"canned", json::object()}}, "s.lua").canned.empty());
+}
+
+TEST(Scenario, CannedBodyBase64AndContentLength) {
+  Scenario s = Scenario::from_json(
+      json::parse(R"({"canned": [{"body_base64": "aGk/Pz8", "content_length": 99}, {"body_base64": "YQ=="}]})"), "s.json");
+  ASSERT_EQ(s.canned.size(), 2u);
+  EXPECT_EQ(s.canned[0].body, "hi???");
+  EXPECT_EQ(s.canned[0].content_length, 99u);
+  EXPECT_EQ(s.canned[1].body, "a");
+  EXPECT_FALSE(s.canned[1].content_length.has_value());
+  auto field = [](const json& j) { return scenario_error(j).details()["field"].get<std::string>(); };
+  EXPECT_EQ(field({{"canned", {{{"body_base64", "not base64!"}}}}}), "canned[0].body_base64");
+  EXPECT_EQ(field({{"canned", {{{"body_base64", "YQ"}, {"body", "a"}}}}}), "canned[0].body_base64");
+  EXPECT_EQ(field({{"canned", {{{"content_length", -1}}}}}), "canned[0].content_length");
+  EXPECT_EQ(field({{"canned", {{{"content_length", "12"}}}}}), "canned[0].content_length");
 }
 
 TEST(Scenario, StreamAndCannedErrorsNameTheField) {

@@ -155,6 +155,12 @@ Reply canned_reply(const CannedReply& rule) {
     else
       r.headers.emplace_back(name.c_str(), value);
   }
+  if (rule.content_length) {
+    // evhttp keeps a Content-Length it is given; closing afterwards keeps the
+    // lie from corrupting the next response on the same connection.
+    r.headers.emplace_back("Content-Length", std::to_string(*rule.content_length));
+    r.headers.emplace_back("Connection", "close");
+  }
   return r;
 }
 
