@@ -41,14 +41,17 @@ std::string iso_now() {
 }
 
 int report(const GlobalOptions& g, const Error& e) {
+  const int exit_code = exit_code_for(e);
   // An error may quote what a provider or a policy said: redacted like a log line.
   if (g.json) {
-    nlohmann::json out = {{"status", "error"}, {"error", e.to_json()}, {"timestamp", iso_now()}};
+    // The same verdict as the process's exit status, as `run --json` gives it.
+    nlohmann::json out = {
+        {"status", "error"}, {"exit_code", exit_code}, {"error", e.to_json()}, {"timestamp", iso_now()}};
     std::cout << redacted(safe_dump(out)) << std::endl;
   } else {
     std::fprintf(stderr, "shepherd: error %s: %s\n", e.code().c_str(), redacted(e.what()).c_str());
   }
-  return exit_code_for(e);
+  return exit_code;
 }
 
 }  // namespace
