@@ -172,13 +172,17 @@ SuiteSpec suite_at(const std::string& base_url) {
 std::string SuiteSpec::text() const {
   std::ostringstream s;
   s << "return {\n  name = \"" << name << "\",\n  providers = {\n    mock = {\n"
-    << "      base_url = \"" << base_url << "\",\n      keys = {";
+    << "      base_url = \"" << base_url << "\",\n" << provider_extra << "\n      keys = {";
   for (int i = 0; i < keys; ++i) s << " { id = \"k" << i << "\", env = \"E2E_KEY_" << i << "\" },";
   s << " },\n      models = {";
   for (const auto& m : models) s << " \"" << m << "\",";
   s << " },\n      limits = { concurrency = " << concurrency << " },\n      timeouts = " << timeouts << ",\n    },\n  },\n"
-    << "  matrix = " << matrix << ",\n" << extra << "\n"
-    << "  request = function(cell)\n    local parts = {}\n"
+    << "  matrix = " << matrix << ",\n" << extra << "\n";
+  if (!request.empty()) {
+    s << "  request = " << request << ",\n}\n";
+    return s.str();
+  }
+  s << "  request = function(cell)\n    local parts = {}\n"
     << "    for k, v in pairs(cell) do parts[#parts + 1] = k .. '=' .. tostring(v) end\n"
     << "    table.sort(parts)\n"
     << "    return { model = cell.model, max_tokens = 16, messages = { { role = 'user', content = table.concat(parts, ' ') } } }\n"
@@ -216,6 +220,28 @@ std::string query(const std::string& db, const std::string& sql) {
   SQLite::Statement st(d, sql);
   if (!st.executeStep()) return "";
   return st.getColumn(0).isNull() ? "" : st.getColumn(0).getString();
+}
+
+std::vector<std::vector<std::string>> query_rows(const std::string& db, const std::string& sql) {
+  SQLite::Database d(db, SQLite::OPEN_READONLY);
+  d.exec("PRAGMA busy_timeout=5000");
+  SQLite::Statement st(d, sql);
+  std::vector<std::vector<std::string>> rows;
+  while (st.executeStep()) {
+    std::vector<std::string> row;
+    for (int i = 0; i < st.getColumnCount(); ++i)
+      row.push_back(st.getColumn(i).isNull() ? "" : st.getColumn(i).getString());
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+std::map<std::string, nlohmann::json> export_by_dims(const std::string& suite, const std::string& db) {
+  Result r = shepherd({"export", suite, "--db", db, "--format", "jsonl"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  std::map<std::string, nlohmann::json> out;
+  for (auto& row : parse_jsonl(r.out)) out[row["dims"].dump()] = row;
+  return out;
 }
 
 }  // namespace e2e

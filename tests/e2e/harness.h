@@ -86,6 +86,10 @@ struct SuiteSpec {
   std::string timeouts = "{ connect_ms = 1000, total_ms = 3000, stall_ms = 1000 }";
   std::string matrix = "{ model = { \"m-a\" }, instance = { 1, 2, 3 } }";
   std::string extra;  // more top-level fields, Lua text ending with ','
+  std::string provider_extra;  // more fields of the provider, Lua text ending with ',' (e.g. "stream = false,")
+  // The suite's request function as Lua text (`function(cell) … end`);
+  // empty: the default, whose prompt lists the cell's dimensions sorted.
+  std::string request;
   std::string text() const;
 };
 
@@ -99,5 +103,12 @@ std::vector<nlohmann::json> parse_jsonl(const std::string& text);
 
 // Runs `sql` on the store and returns the first column of the first row as text.
 std::string query(const std::string& db, const std::string& sql);
+
+// Every row of `sql`, each column as text ("" for NULL).
+std::vector<std::vector<std::string>> query_rows(const std::string& db, const std::string& sql);
+
+// `shepherd export SUITE --db DB --format jsonl`, one record per task, keyed by
+// the dims' text (their JSON dump).
+std::map<std::string, nlohmann::json> export_by_dims(const std::string& suite, const std::string& db);
 
 }  // namespace e2e
