@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <spdlog/spdlog.h>
+
 #include "core/error.h"
 
 namespace shepherd {
@@ -68,6 +70,8 @@ StoreLock::StoreLock(const std::string& db_path) {
 
   // The lock file first: it names the holder, so a refusal can say who.
   const std::string lock_path = path_ + ".lock";
+  struct stat lock_stat{};
+  const bool lock_file_existed = ::stat(lock_path.c_str(), &lock_stat) == 0;
   lock_fd_ = ::open(lock_path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644);
   if (lock_fd_ < 0) open_failed(db_path, "open lock file " + lock_path, errno);
   if (!try_flock(lock_fd_)) {
@@ -80,7 +84,11 @@ StoreLock::StoreLock(const std::string& db_path) {
   }
 
   // Then the database file itself (created empty if new: SQLite takes an
-  // empty file as a new database).
+  // empty file as a new database). A lock file with no store beside it means
+  // earlier runs kept a store here that is gone (deleted, moved, lost mid-run):
+  // starting afresh sends every task again, which must not happen unsaid.
+  struct stat before{};
+  const bool store_existed = ::stat(path_.c_str(), &before) == 0;
   db_fd_ = ::open(path_.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644);
   if (db_fd_ < 0) {
     const int err = errno;
@@ -103,6 +111,12 @@ StoreLock::StoreLock(const std::string& db_path) {
     if (err == EWOULDBLOCK) locked(db_path, 0);  // reached through another name
     open_failed(db_path, "lock " + path_, err);
   }
+  if (!store_existed && lock_file_existed) {
+    spdlog::warn("no store at {}, though earlier runs kept one there ({} is theirs): starting a new, empty store, "
+                 "so every task is requested again; if the store was moved or deleted by mistake, stop now and "
+                 "put it back",
+                 path_, lock_path);
+  }
   write_own_pid(lock_fd_);
 }
 
@@ -121,11 +135,12 @@ StoreLock::~StoreLock() {
 std::string StoreLock::lost() const {
   struct stat held{};
   if (::fstat(db_fd_, &held) != 0) return "";
-  if (held.st_nlink == 0) return "the store file " + path_ + " was deleted during the run";
   struct stat now{};
-  if (::stat(path_.c_str(), &now) != 0) return "the store file " + path_ + " was removed during the run";
-  if (now.st_ino != held.st_ino || now.st_dev != held.st_dev)
+  const bool present = ::stat(path_.c_str(), &now) == 0;
+  // A rename over the store unlinks the old file too: say which happened.
+  if (present && (now.st_ino != held.st_ino || now.st_dev != held.st_dev))
     return "the store file " + path_ + " was replaced by another file during the run";
+  if (held.st_nlink == 0 || !present) return "the store file " + path_ + " was deleted during the run";
   return "";
 }
 

@@ -1,5 +1,7 @@
 #include "store/details/schema.h"
 
+#include <sys/stat.h>
+
 #include <array>
 #include <charconv>
 #include <filesystem>
@@ -184,6 +186,15 @@ std::unique_ptr<SQLite::Database> open_store(const std::string& path, Access acc
     throw Error(codes::STORE_OPEN_FAILED,
                 "no store at " + path + "; run the suite first (shepherd run) to create it",
                 Stage::storage, {{"path", path}});
+  }
+  // Two names for one store each get a write-ahead log of their own: a
+  // reader through the other name sees a stale or torn store, a writer
+  // corrupts it. One store, one name.
+  if (struct stat st{}; ::stat(path.c_str(), &st) == 0 && st.st_nlink > 1) {
+    throw Error(codes::STORE_OPEN_FAILED,
+                "store " + path + " has " + std::to_string(st.st_nlink) +
+                    " hard links: one store, one name (remove the other links, or copy the file)",
+                Stage::storage, {{"path", path}, {"links", st.st_nlink}});
   }
   std::unique_ptr<SQLite::Database> db;
   int version = 0;
