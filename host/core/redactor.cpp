@@ -14,6 +14,9 @@ namespace {
 
 constexpr std::string_view kReplacement = "[redacted]";
 constexpr size_t kMinSecretBytes = 4;
+// A text cut short (a body over its size limit, a stream that stalled) may end
+// inside a key: a trailing piece this long of a key's beginning is redacted too.
+constexpr size_t kMinTrailingPiece = 6;
 
 struct Installed {
   std::mutex mutex;
@@ -87,6 +90,9 @@ std::string replace_all(std::string s, std::string_view from, std::string_view t
 Redactor::Redactor(const std::vector<std::string>& secrets) {
   for (const auto& secret : secrets) {
     if (secret.size() < kMinSecretBytes) continue;
+    // The spelled-out search below finds a printable ASCII secret in every
+    // form; the exact forms are for the others (\uXXXX of a code point).
+    if (std::all_of(secret.begin(), secret.end(), [](char c) { return c >= 0x20 && c < 0x7f; })) continue;
     std::string escaped = nlohmann::json(secret).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     escaped = escaped.substr(1, escaped.size() - 2);
     for (std::string form : {secret, escaped, replace_all(escaped, "/", "\\/"), escape_all(secret, false),
@@ -96,15 +102,103 @@ Redactor::Redactor(const std::vector<std::string>& secrets) {
     }
   }
   std::sort(patterns_.begin(), patterns_.end(), [](const auto& a, const auto& b) { return a.size() > b.size(); });
+  for (const auto& secret : secrets) {
+    if (secret.size() < kMinSecretBytes) continue;
+    secrets_.push_back(secret);
+    starts_[static_cast<unsigned char>(secret[0])] = true;
+  }
+  std::sort(secrets_.begin(), secrets_.end(), [](const auto& a, const auto& b) { return a.size() > b.size(); });
+  // Indexed by a piece's last byte, so a text that ends otherwise costs one lookup.
+  for (size_t i = 0; i < secrets_.size(); ++i)
+    for (size_t n = secrets_[i].size() - 1; n >= kMinTrailingPiece; --n)
+      trailing_[static_cast<unsigned char>(secrets_[i][n - 1])].emplace_back(i, n);
+  for (auto& pieces : trailing_)
+    std::stable_sort(pieces.begin(), pieces.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+  starts_[static_cast<unsigned char>('\\')] = true;
+  starts_[static_cast<unsigned char>('%')] = true;
 }
+
+namespace {
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// How many bytes of text[pos…] spell the byte `want`: the byte itself, a JSON
+// escape of it (\u0073 in any case of hex, \/ \" \\) or a percent escape
+// (%2F, %2f); 0 when they do not. Escapes first, so that a secret holding
+// '\\' or '%' still matches its escaped form.
+size_t spelled(std::string_view text, size_t pos, unsigned char want) {
+  const char c = text[pos];
+  if (c == '\\' && pos + 1 < text.size()) {
+    const char d = text[pos + 1];
+    if (d == 'u' && pos + 5 < text.size() && want < 0x80) {
+      int cp = 0;
+      for (size_t i = pos + 2; i < pos + 6; ++i) {
+        const int h = hex_value(text[i]);
+        if (h < 0) { cp = -1; break; }
+        cp = cp * 16 + h;
+      }
+      if (cp == want) return 6;
+    } else if ((d == '/' || d == '"' || d == '\\') && static_cast<unsigned char>(d) == want) {
+      return 2;
+    }
+  } else if (c == '%' && pos + 2 < text.size()) {
+    const int hi = hex_value(text[pos + 1]);
+    const int lo = hex_value(text[pos + 2]);
+    if (hi >= 0 && lo >= 0 && hi * 16 + lo == want) return 3;
+  }
+  return static_cast<unsigned char>(c) == want ? 1 : 0;
+}
+
+// The end of `secret` spelled from text[pos] on, character by character in
+// any mix of the forms above; npos when it is not there.
+size_t spelled_end(std::string_view text, size_t pos, std::string_view secret) {
+  for (unsigned char want : secret) {
+    if (pos >= text.size()) return std::string_view::npos;
+    const size_t n = spelled(text, pos, want);
+    if (n == 0) return std::string_view::npos;
+    pos += n;
+  }
+  return pos;
+}
+
+}  // namespace
 
 bool Redactor::scrub(std::string& text) const {
   bool changed = false;
+  // The exact forms of secrets that are not printable ASCII.
   for (const auto& p : patterns_) {
     if (text.size() < p.size()) continue;
     for (size_t at = text.find(p); at != std::string::npos; at = text.find(p, at + kReplacement.size())) {
       text.replace(at, p.size(), kReplacement);
       changed = true;
+    }
+  }
+  // Then each character raw, \u-escaped or percent-encoded, in any mix,
+  // which no list of forms covers ("\u0073k-…", every character escaped, %2f).
+  if (!secrets_.empty()) {
+    for (size_t pos = 0; pos < text.size(); ++pos) {
+      if (!starts_[static_cast<unsigned char>(text[pos])]) continue;
+      for (const auto& secret : secrets_) {
+        const size_t end = spelled_end(text, pos, secret);
+        if (end == std::string_view::npos) continue;
+        text.replace(pos, end - pos, kReplacement);
+        pos += kReplacement.size() - 1;
+        changed = true;
+        break;
+      }
+    }
+  }
+  if (!text.empty()) {
+    for (const auto& [secret, n] : trailing_[static_cast<unsigned char>(text.back())]) {
+      if (n > text.size() || text.compare(text.size() - n, n, secrets_[secret], 0, n) != 0) continue;
+      text.replace(text.size() - n, n, kReplacement);
+      changed = true;
+      break;
     }
   }
   return changed;

@@ -1,5 +1,7 @@
 #include "core/text.h"
 
+#include "core/redactor.h"
+
 namespace shepherd {
 
 bool is_valid_utf8(std::string_view s) {
@@ -50,6 +52,12 @@ std::string_view trim(std::string_view s) {
 
 std::string clip_text(std::string_view s, size_t max_bytes) {
   if (s.size() <= max_bytes) return std::string(s);
+  // A cut may fall inside a key's value, and a key's first half is no longer
+  // a key to the redactor: redact the whole text before cutting it.
+  std::string whole(s);
+  redact_in_place(whole);
+  if (whole.size() <= max_bytes) return whole;
+  s = whole;
   size_t cut = max_bytes;
   // Back up over continuation bytes to the start of a sequence.
   while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;

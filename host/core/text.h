@@ -20,7 +20,8 @@ std::string_view trim(std::string_view s);
 inline constexpr size_t kMaxMessageBytes = 4096;
 
 // `s` cut to at most `max_bytes` (never inside a UTF-8 sequence), with a note
-// of how much was cut.
+// of how much was cut. A text that is cut is redacted first (core/redactor.h),
+// so the cut never leaves a piece of a key behind.
 std::string clip_text(std::string_view s, size_t max_bytes = kMaxMessageBytes);
 
 }  // namespace shepherd

@@ -4,6 +4,7 @@
 #include <tuple>
 
 #include "core/error.h"
+#include "core/redactor.h"
 #include "core/text.h"
 #include "lua/call_limit.h"
 #include "lua/lua_json.h"
@@ -180,7 +181,15 @@ bool PolicySet::classify(const OutcomeView& o, std::string& cls, LuaFailure& fai
   lua_pushnumber(L_, static_cast<double>(o.status));
   lua_setfield(L_, -2, "status");
   set_string(L_, "transport", o.transport);
-  set_string(L_, "raw", o.raw.substr(0, std::min(o.raw.size(), kRawLimit)));
+  if (o.raw.size() <= kRawLimit) {
+    set_string(L_, "raw", o.raw);
+  } else {
+    // A key across the cut would reach the policy as a piece no redactor
+    // knows, and the policy may repeat it: redact around the cut first.
+    std::string head(o.raw.substr(0, kRawLimit + 1024));
+    redact_in_place(head);
+    set_string(L_, "raw", std::string_view(head).substr(0, std::min(head.size(), kRawLimit)));
+  }
   lua_pushnumber(L_, o.elapsed_ms);
   lua_setfield(L_, -2, "elapsed_ms");
   set_string(L_, "model_requested", o.model_requested);
