@@ -248,6 +248,8 @@ LimitsOverride read_limits(const SuiteReader& r, lua_State* L, int idx, const Pa
 // otherwise why not ("http://" alone would fail only at send time, per task).
 std::string url_problem(const std::string& url) {
   if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) return "must start with http:// or https://";
+  // libcurl reads "http:///v1" as the host "v1": the host must be written.
+  if (size_t authority = url.find("://") + 3; authority >= url.size() || url[authority] == '/') return "has no host";
   std::unique_ptr<CURLU, decltype(&curl_url_cleanup)> handle(curl_url(), curl_url_cleanup);
   if (!handle) return "cannot be checked (out of memory)";
   CURLUcode rc = curl_url_set(handle.get(), CURLUPART_URL, url.c_str(), 0);
