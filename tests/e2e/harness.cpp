@@ -172,7 +172,10 @@ SuiteSpec suite_at(const std::string& base_url) {
 std::string SuiteSpec::text() const {
   std::ostringstream s;
   s << "return {\n  name = \"" << name << "\",\n  providers = {\n    mock = {\n"
-    << "      base_url = \"" << base_url << "\",\n" << provider_extra << "\n      keys = {";
+    << "      base_url = \"" << base_url << "\",\n";
+  // Only when given: the lines below keep their numbers (tests name them).
+  if (!provider_extra.empty()) s << provider_extra << "\n";
+  s << "      keys = {";
   for (int i = 0; i < keys; ++i) s << " { id = \"k" << i << "\", env = \"E2E_KEY_" << i << "\" },";
   s << " },\n      models = {";
   for (const auto& m : models) s << " \"" << m << "\",";
@@ -220,6 +223,51 @@ std::string query(const std::string& db, const std::string& sql) {
   SQLite::Statement st(d, sql);
   if (!st.executeStep()) return "";
   return st.getColumn(0).isNull() ? "" : st.getColumn(0).getString();
+}
+
+std::string try_query(const std::string& db, const std::string& sql, const std::string& fallback) {
+  try {
+    return query(db, sql);
+  } catch (const std::exception&) {
+    return fallback;
+  }
+}
+
+bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+struct StoreWriteLock::Impl {
+  explicit Impl(const std::string& db) : database(db, SQLite::OPEN_READWRITE) {
+    database.exec("PRAGMA busy_timeout=5000");
+    database.exec("BEGIN IMMEDIATE");
+  }
+  SQLite::Database database;
+};
+
+StoreWriteLock::StoreWriteLock(const std::string& db) : impl_(std::make_unique<Impl>(db)) {}
+StoreWriteLock::~StoreWriteLock() { release(); }
+
+void StoreWriteLock::release() {
+  if (!impl_) return;
+  impl_->database.exec("ROLLBACK");
+  impl_.reset();
+}
+
+bool signal_blocked(pid_t pid, int sig) {
+  std::istringstream in(read_file("/proc/" + std::to_string(pid) + "/status"));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("SigBlk:", 0) != 0) continue;
+    unsigned long long mask = std::stoull(line.substr(7), nullptr, 16);
+    return (mask >> (sig - 1)) & 1ULL;
+  }
+  return false;
 }
 
 std::vector<std::vector<std::string>> query_rows(const std::string& db, const std::string& sql) {

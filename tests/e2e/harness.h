@@ -3,6 +3,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -110,5 +111,28 @@ std::vector<std::vector<std::string>> query_rows(const std::string& db, const st
 // `shepherd export SUITE --db DB --format jsonl`, one record per task, keyed by
 // the dims' text (their JSON dump).
 std::map<std::string, nlohmann::json> export_by_dims(const std::string& suite, const std::string& db);
+// query() that gives `fallback` while the store cannot be read (not created yet).
+std::string try_query(const std::string& db, const std::string& sql, const std::string& fallback = "");
+
+// Polls `done` every 5 ms until it holds (true) or `timeout` passes (false).
+bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout);
+
+// SQLite's write lock on a store, held by this (test) process as another
+// writer would hold it: BEGIN IMMEDIATE, released by release() or the destructor.
+class StoreWriteLock {
+ public:
+  explicit StoreWriteLock(const std::string& db);
+  ~StoreWriteLock();
+  StoreWriteLock(const StoreWriteLock&) = delete;
+  StoreWriteLock& operator=(const StoreWriteLock&) = delete;
+  void release();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Whether `sig` is in the blocked mask of process `pid` (/proc/PID/status SigBlk).
+bool signal_blocked(pid_t pid, int sig);
 
 }  // namespace e2e
