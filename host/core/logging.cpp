@@ -1,5 +1,6 @@
 #include "core/logging.h"
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <ctime>
@@ -9,6 +10,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "core/process.h"
 #include "core/redactor.h"
 
 namespace shepherd {
@@ -70,7 +72,16 @@ std::string open_run_log(const std::string& dir, const std::string& suite, long 
   file->set_level(spdlog::level::info);
   file->set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %v");
   spdlog::default_logger()->sinks().push_back(redacting(file));
+  // spdlog flushes from a thread of its own, which inherits this thread's
+  // mask. It must never take SIGINT or SIGTERM: only the run's loop handles
+  // them, and a signal delivered to this thread (whenever the loop is not
+  // waiting, e.g. a second Ctrl-C right after the first) would end the
+  // process with the default action.
+  sigset_t termination = termination_signals();
+  sigset_t before;
+  pthread_sigmask(SIG_BLOCK, &termination, &before);
   spdlog::flush_every(std::chrono::seconds(1));
+  pthread_sigmask(SIG_SETMASK, &before, nullptr);
   return path;
 }
 

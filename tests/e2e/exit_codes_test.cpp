@@ -3,7 +3,10 @@
 // error, 1 runtime failure.
 #include <signal.h>
 
+#include <dirent.h>
+
 #include <functional>
+#include <sstream>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -44,6 +47,30 @@ bool wait_for(const std::function<bool()>& done, std::chrono::milliseconds timeo
     std::this_thread::sleep_for(10ms);
   }
   return true;
+}
+
+// Threads of `pid` but its main thread (which takes the signals through
+// sigtimedwait, so its mask shows them unblocked while it waits) that do not
+// block `sig`, from /proc/PID/task/*/status.
+std::vector<std::string> threads_taking(pid_t pid, int sig) {
+  std::vector<std::string> out;
+  std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  DIR* d = opendir(dir.c_str());
+  if (!d) return out;
+  while (dirent* e = readdir(d)) {
+    std::string tid = e->d_name;
+    if (tid == "." || tid == ".." || tid == std::to_string(pid)) continue;
+    std::istringstream in(read_file(dir + "/" + tid + "/status"));
+    std::string line, name;
+    while (std::getline(in, line)) {
+      if (line.rfind("Name:", 0) == 0) name = line.substr(5);
+      if (line.rfind("SigBlk:", 0) != 0) continue;
+      unsigned long long mask = std::stoull(line.substr(7), nullptr, 16);
+      if (((mask >> (sig - 1)) & 1ULL) == 0) out.push_back(tid + name);
+    }
+  }
+  closedir(d);
+  return out;
 }
 
 }  // namespace
@@ -132,6 +159,36 @@ TEST(ExitCodes, ThreeWhenInterrupted) {
   EXPECT_EQ(j["done"].get<int>() + j["pending"].get<int>(), 100);
 }
 
+TEST(ExitCodes, ThreeWhenTwoSignalsComeAtOnce) {
+  // Ctrl-C twice in a row: the second signal must reach the run's loop (and
+  // cancel what is in flight), never a helper thread where its default action
+  // would kill the process. So no thread of a running `run` takes them.
+  Mock mock(json{{"faults", {{"hang", 1.0}}}});
+  TempDir dir;
+  SuiteSpec s = quick(mock);
+  s.timeouts = "{ connect_ms = 1000, total_ms = 20000 }";
+  std::string suite = dir.write("s.lua", s.text());
+  for (int trial = 0; trial < 8; ++trial) {
+    std::string db = dir.file("s" + std::to_string(trial) + ".db");
+    Process run({SHEPHERD_BIN, "run", suite, "--db", db, "--grace-ms", "300", "--json"}, key_env(1));
+    ASSERT_TRUE(wait_for([&] { return mock.stats()["in_flight"].get<int>() >= 1; }, 10s));
+    if (trial == 0) {
+      for (int sig : {SIGINT, SIGTERM}) {
+        auto takers = threads_taking(run.pid(), sig);
+        EXPECT_TRUE(takers.empty()) << "threads that would die of signal " << sig << ": " << ::testing::PrintToString(takers);
+      }
+    }
+    run.signal(trial % 2 ? SIGTERM : SIGINT);
+    run.signal(trial % 2 ? SIGTERM : SIGINT);
+    Result r = run.wait(10s);
+    EXPECT_EQ(r.signal, 0) << "trial " << trial << ": killed by signal " << r.signal << "\n" << r.err;
+    EXPECT_EQ(r.exit_code, 3) << "trial " << trial << "\n" << r.err;
+    EXPECT_EQ(verdict(r)["status"], "stopped") << r.out;
+    EXPECT_EQ(query(db, "SELECT count(*) FROM tasks WHERE state = 'pending'"), "3");
+    ASSERT_TRUE(wait_for([&] { return mock.stats()["in_flight"].get<int>() == 0; }, 10s));
+  }
+}
+
 TEST(ExitCodes, ThreeWhenEveryModelIsExhausted) {
   // Models as resources, every one out of quota: the run stops early.
   Mock mock(json{{"quota", {{"m-a", 0}, {"m-b", 0}}}});
@@ -206,7 +263,7 @@ TEST(ExitCodes, OneForRuntimeFailures) {
   std::string db = dir.file("s.db");
   {
     // A second run on a store that a first run holds.
-    Process first({SHEPHERD_BIN, "run", suite, "--db", db}, key_env(1));
+    Process first({SHEPHERD_BIN, "run", suite, "--db", db, "--grace-ms", "300"}, key_env(1));
     ASSERT_TRUE(wait_for([&] { return mock.stats()["requests"].get<int>() > 0; }, 10s));
     Result second = shepherd({"run", suite, "--db", db, "--json"}, key_env(1));
     EXPECT_EQ(second.exit_code, 1) << second.out << second.err;
