@@ -15,6 +15,14 @@ ParsedResponse read_response(HttpResponse& r, size_t max_response_bytes, std::st
     } else {
       stream_error = a.error.empty() ? "the stream carried no answer" : "stream: " + a.error;
     }
+  } else if (r.transport == Transport::none && r.body.size() > max_response_bytes) {
+    // A streamed request may receive more bytes than the limit (its events
+    // repeat their head for every token); a server that ignored "stream" and
+    // sent one body is held to the limit, as an unstreamed answer is by the
+    // HTTP client.
+    r.transport = Transport::too_large;
+    r.transport_detail = "response body exceeded " + std::to_string(max_response_bytes) + " bytes";
+    r.body.resize(max_response_bytes);
   }
   return stream_error.empty() ? parse_response(r) : parse_response_failure(r, stream_error);
 }

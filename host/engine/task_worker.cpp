@@ -1,5 +1,7 @@
 #include "engine/task_worker.h"
 
+#include <cstdint>
+
 #include <spdlog/spdlog.h>
 
 #include "core/clock.h"
@@ -15,6 +17,10 @@
 namespace shepherd {
 
 namespace {
+
+// How much larger than max_response_bytes the events of a streamed answer may
+// be on the wire (see build_request).
+constexpr size_t kStreamWireFactor = 8;
 
 std::string upper(std::string s) {
   for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
@@ -109,7 +115,16 @@ bool TaskWorker::build_request(uint32_t task_index, TaskRuntime& task, HttpReque
   out.first_byte_timeout_ms = p.timeouts.first_byte_ms;
   out.total_timeout_ms = p.timeouts.total_ms;
   out.stall_timeout_ms = p.timeouts.stall_ms;
-  out.max_response_bytes = p.max_response_bytes;
+  // max_response_bytes bounds the answer. A streamed answer repeats id, model
+  // and created in every chunk, about 200 bytes of events per token, so its
+  // events on the wire run to tens of times the answer (a 40,000-token answer
+  // is ~8 MiB of events): the wire gets kStreamWireFactor times the limit,
+  // and the assembler holds the answer itself to the limit.
+  auto streamed = body.find("stream");
+  const bool is_streamed = streamed != body.end() && streamed->is_boolean() && streamed->get<bool>();
+  out.max_response_bytes = is_streamed && p.max_response_bytes <= SIZE_MAX / kStreamWireFactor
+                               ? p.max_response_bytes * kStreamWireFactor
+                               : p.max_response_bytes;
   return true;
 }
 

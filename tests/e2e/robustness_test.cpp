@@ -94,7 +94,7 @@ json sse_rule(const std::string& body) {
   return {{"headers", {{"Content-Type", "text/event-stream"}}}, {"body", body}};
 }
 
-std::vector<Case> cases() {
+std::vector<Case> build_cases() {
   std::vector<Case> c;
   c.push_back({"usage_nested_100000_deep", rule_with_body(completion(kChoices, "\"usage\":" + nested(100000, '[', ']'))),
                "bad_response", "", "deep"});
@@ -114,7 +114,8 @@ std::vector<Case> cases() {
     c.push_back({"body_of_20_mb_allowed", rule_with_body(big), "ok", "", "", "      max_response_bytes = 32 * 1024 * 1024,"});
     std::string events;
     for (int i = 0; i < 20 * 16; ++i) events += "data: " + chunk(R"({"content":")" + std::string(64 * 1024, 'b') + "\"}") + "\n\n";
-    c.push_back({"stream_of_20_mb", sse_rule(events), "bad_response", "too_large", "exceeded"});
+    // The events fit on the wire (8 times the limit); the answer they spell does not.
+    c.push_back({"stream_of_20_mb", sse_rule(events), "bad_response", "", "too large"});
   }
   {
     std::string whole = completion();
@@ -187,12 +188,30 @@ std::vector<Case> cases() {
                // had begun: server_error is what it says; bad_response is what
                // the status allows. Either is retried.
                "server_error|bad_response", "", "Internal server error"});
+  {
+    // Many events: 700,000 empty ones (7 MB), and 60,000 one-character
+    // deltas: 9 MB of events on the wire for a 60 KB answer, which must fit
+    // the default 8 MiB limit as the same answer unstreamed does.
+    std::string empty;
+    for (int i = 0; i < 700000; ++i) empty += "data: {}\n\n";
+    c.push_back({"sse_700000_empty_events", sse_rule(empty + "data: [DONE]\n\n"), "bad_response", "", ""});
+    std::string tiny = "data: " + chunk(R"({"role":"assistant","content":""})") + "\n\n";
+    for (int i = 0; i < 60000; ++i) tiny += "data: " + chunk(R"({"content":"x"})") + "\n\n";
+    tiny += "data: " + chunk("{}", "\"stop\"") + "\n\ndata: [DONE]\n\n";
+    c.push_back({"sse_60000_deltas", sse_rule(tiny), "ok", "", ""});
+  }
   c.push_back({"sse_invalid_utf8",
                {{"headers", {{"Content-Type", "text/event-stream"}}},
                 {"body_base64", base64(sse({chunk("{\"role\":\"assistant\",\"content\":\"a\xff\xfe\"}"),
                                             chunk("{}", "\"stop\""), "[DONE]"}))}},
                "ok", "", ""});
   return c;
+}
+
+// Built once: the 20 MB bodies and the gzip bomb take a moment.
+const std::vector<Case>& cases() {
+  static const std::vector<Case> all = build_cases();
+  return all;
 }
 
 class HostileAnswer : public ::testing::TestWithParam<Case> {};
@@ -268,7 +287,7 @@ INSTANTIATE_TEST_SUITE_P(Replayed, HostileAnswer, ::testing::ValuesIn(cases()),
 TEST(Robustness, ManyHostileAnswersInOneRun) {
   // All of them at once, each answering its own cell, over two keys: the run
   // ends with every cell classified, and a later good answer is stored.
-  std::vector<Case> all = cases();
+  const std::vector<Case>& all = cases();
   json rules = json::array();
   std::string instances;
   for (size_t i = 0; i < all.size(); ++i) {
