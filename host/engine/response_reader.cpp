@@ -24,6 +24,11 @@ ParsedResponse read_response(HttpResponse& r, size_t max_response_bytes, std::st
     r.transport_detail = "response body exceeded " + std::to_string(max_response_bytes) + " bytes";
     r.body.resize(max_response_bytes);
   }
+  // What is kept of a stream that is not an answer (broken, or cut short by a
+  // stall or a reset) is for diagnosis: never more than the limit.
+  if ((!stream_error.empty() || r.transport != Transport::none) && r.body.size() > max_response_bytes) {
+    r.body.resize(max_response_bytes);
+  }
   return stream_error.empty() ? parse_response(r) : parse_response_failure(r, stream_error);
 }
 

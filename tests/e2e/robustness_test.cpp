@@ -246,6 +246,9 @@ TEST_P(HostileAnswer, IsClassifiedNeverACrash) {
   }
   EXPECT_EQ(rows[0][2], done ? "done" : "fail");
 
+  // What is kept of the response is bounded by the limit (8 MiB here, or 32).
+  EXPECT_LE(std::stoull(query(db, "SELECT coalesce(length(CAST(response AS BLOB)), 0) FROM attempts")),
+            c.provider.empty() ? 8u << 20 : (32u << 20) + 4096);
   // The store is whole and every reader still works.
   EXPECT_EQ(query(db, "PRAGMA integrity_check"), "ok");
   Result st = shepherd({"status", suite, "--db", db, "--json"});
