@@ -23,7 +23,7 @@ namespace {
 // conversion itself.
 class Converter {
  public:
-  Converter(lua_State* L, const char* root) : L_(L), root_(root) {}
+  Converter(lua_State* L, const char* root, size_t max_bytes) : L_(L), root_(root), max_bytes_(max_bytes) {}
 
   nlohmann::json convert(int index) {
     index = index < 0 ? lua_gettop(L_) + index + 1 : index;
@@ -74,9 +74,8 @@ class Converter {
 
   void spend(size_t bytes) {
     bytes_ += bytes;
-    if (bytes_ > kMaxLuaToJsonBytes) {
-      fail("larger than " + std::to_string(kMaxLuaToJsonBytes >> 20) +
-           " MiB as JSON (a huge table, or subtables shared many times over?)");
+    if (bytes_ > max_bytes_) {
+      fail("larger than " + size_text(max_bytes_) + " as JSON (a huge table, or subtables shared many times over?)");
     }
   }
 
@@ -155,8 +154,15 @@ class Converter {
     return out;
   }
 
+  static std::string size_text(size_t bytes) {
+    if (bytes >= (size_t{1} << 20) && bytes % (size_t{1} << 20) == 0) return std::to_string(bytes >> 20) + " MiB";
+    if (bytes >= 1024 && bytes % 1024 == 0) return std::to_string(bytes >> 10) + " KiB";
+    return std::to_string(bytes) + " bytes";
+  }
+
   lua_State* L_;
   const char* root_;
+  size_t max_bytes_;
   int depth_ = 0;
   size_t bytes_ = 0;
   std::vector<Step> steps_;
@@ -224,10 +230,11 @@ void push_value(lua_State* L, const nlohmann::json& value) {
 
 }  // namespace
 
-bool try_to_json(lua_State* L, int index, nlohmann::json& out, std::string& error, const char* root) {
+bool try_to_json(lua_State* L, int index, nlohmann::json& out, std::string& error, const char* root,
+                 size_t max_bytes) {
   int top = lua_gettop(L);
   try {
-    Converter c(L, root);
+    Converter c(L, root, max_bytes);
     out = c.convert(index);
     return true;
   } catch (const std::exception& e) {
@@ -237,10 +244,10 @@ bool try_to_json(lua_State* L, int index, nlohmann::json& out, std::string& erro
   }
 }
 
-nlohmann::json to_json(lua_State* L, int index, const char* what) {
+nlohmann::json to_json(lua_State* L, int index, const char* what, size_t max_bytes) {
   nlohmann::json out;
   std::string error;
-  if (!try_to_json(L, index, out, error, what)) {
+  if (!try_to_json(L, index, out, error, what, max_bytes)) {
     lua_pushlstring(L, error.data(), error.size());
     error = std::string();  // free before lua_error unwinds this frame
     lua_error(L);

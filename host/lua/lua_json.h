@@ -23,13 +23,16 @@ inline constexpr size_t kMaxLuaToJsonBytes = size_t{64} << 20;
 // array; an empty table is an empty object unless it carries the array marker
 // (shepherd.json.array()). Functions, userdata, cycles, non-finite numbers,
 // invalid UTF-8 and values beyond the bounds above raise a Lua error naming
-// `what` and the path, e.g. "request.messages[2]".
-nlohmann::json to_json(lua_State* L, int index, const char* what = "value");
+// `what` and the path, e.g. "request.messages[2]". `max_bytes` may tighten
+// the size budget for a caller that expects small values.
+nlohmann::json to_json(lua_State* L, int index, const char* what = "value",
+                       size_t max_bytes = kMaxLuaToJsonBytes);
 
 // Same, but reports failure as a message instead of raising (safe outside
 // pcall): "<root>.messages[2]: cannot convert a function to JSON".
 // Never runs Lua code (no metamethods) and never raises.
-bool try_to_json(lua_State* L, int index, nlohmann::json& out, std::string& error, const char* root = "value");
+bool try_to_json(lua_State* L, int index, nlohmann::json& out, std::string& error, const char* root = "value",
+                 size_t max_bytes = kMaxLuaToJsonBytes);
 
 // Pushes `value` as Lua values (null -> nil; an empty array carries the array
 // marker). A value nested deeper than kMaxJsonDepth raises a Lua error, so

@@ -394,6 +394,35 @@ TEST_F(LuaBridgeTest, JsonRefusesTablesLargerThanTheBudget) {
   EXPECT_EQ(ok["text"].get_ref<const std::string&>().size(), 16u << 20);
 }
 
+int call_to_json_with_4k_budget(lua_State* L) {
+  json out = to_json(L, 1, "small", 4096);
+  lua_pushstring(L, out.dump().c_str());
+  return 1;
+}
+
+TEST_F(LuaBridgeTest, JsonBudgetCanBeTightenedPerCall) {
+  // The same shared-subtable bomb, refused at a caller's smaller budget.
+  run("local t = { 'x' }; for i = 1, 40 do t = { t, t } end; return { list = t }");
+  json out;
+  std::string error;
+  EXPECT_FALSE(try_to_json(L, -1, out, error, "value", 64 * 1024));
+  EXPECT_EQ(error.rfind("value.list[", 0), 0u) << error;
+  EXPECT_NE(error.find("larger than 64 KiB as JSON"), std::string::npos) << error;
+  lua_pop(L, 1);
+
+  lua_pushcfunction(L, call_to_json_with_4k_budget);
+  run("return { text = string.rep('x', 5000) }");
+  LuaFailure failure;
+  ASSERT_FALSE(protected_call(L, 1, 1, failure));
+  EXPECT_EQ(failure.message, "small.text: larger than 4 KiB as JSON (a huge table, or subtables shared many "
+                             "times over?)");
+
+  lua_pushcfunction(L, call_to_json_with_4k_budget);
+  run("return { text = string.rep('x', 1000) }");
+  ASSERT_TRUE(protected_call(L, 1, 1, failure)) << failure.describe();
+  lua_pop(L, 1);
+}
+
 TEST_F(LuaBridgeTest, JsonKeysKeepTheirBytesAndMustBeUtf8) {
   json v = lua_value("return { ['a\\0b'] = 1 }");
   ASSERT_EQ(v.size(), 1u);

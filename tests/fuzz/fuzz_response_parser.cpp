@@ -1,4 +1,5 @@
-// parse_response on whatever a provider might send. The input is
+// What the engine does with whatever a provider might send: read_response
+// (an event stream assembled, then parse_response). The input is
 //   byte 0     the status (mostly real ones; see kStatuses)
 //   byte 1     the transport outcome (mostly a complete response)
 //   headers    "name: value" lines up to a blank line, when the input has one
@@ -12,6 +13,7 @@
 #include "core/json_limits.h"
 #include "core/text.h"
 #include "engine/response_parser.h"
+#include "engine/response_reader.h"
 #include "fuzz_check.h"
 #include "lua/lua_json.h"
 #include "lua/lua_state.h"
@@ -64,11 +66,21 @@ HttpResponse response_from(std::string_view in) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static shepherd::LuaState lua;
   HttpResponse response = response_from(std::string_view(reinterpret_cast<const char*>(data), size));
-  shepherd::ParsedResponse parsed = shepherd::parse_response(response);
+  std::string stream_error;
+  shepherd::ParsedResponse parsed = shepherd::read_response(response, 1u << 20, stream_error);
+  FUZZ_CHECK(stream_error.empty() || (!parsed.is_completion && !parsed.parse_error.empty()),
+             "a broken stream read as an answer: %s", stream_error.c_str());
 
   FUZZ_CHECK(parsed.retry_after_ms >= -1 && parsed.retry_after_ms <= 86'400'000, "retry_after_ms %ld",
              parsed.retry_after_ms);
   FUZZ_CHECK(!parsed.is_completion || parsed.body.is_object(), "a completion without an object body");
+  // Token counts feed the key pool's budgets (task_worker adds them): a count
+  // below 2^53, or -1 (unknown).
+  constexpr int64_t kMaxCount = int64_t{1} << 53;
+  FUZZ_CHECK(parsed.prompt_tokens >= -1 && parsed.completion_tokens >= -1 && parsed.prompt_tokens < kMaxCount &&
+                 parsed.completion_tokens < kMaxCount,
+             "token counts %lld %lld",
+             static_cast<long long>(parsed.prompt_tokens), static_cast<long long>(parsed.completion_tokens));
   // These reach the store and the logs as JSON text: invalid UTF-8 would make every dump throw.
   for (const std::string* field : {&parsed.content, &parsed.model, &parsed.finish_reason, &parsed.error_code,
                                    &parsed.error_message, &parsed.usage_json, &parsed.refusal}) {
