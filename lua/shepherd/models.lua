@@ -64,13 +64,26 @@ local function canonical(name)
 end
 M.canonical = canonical
 
+-- canonical() is a few string passes; names repeat all run long, so remember
+-- them (a bounded table: a provider sending ever-new names cannot grow it).
+local memo, memo_size = {}, 0
+local function canonical_of(name)
+  local c = memo[name]
+  if c == nil then
+    c = canonical(name)
+    if memo_size >= 4096 then memo, memo_size = {}, 0 end
+    memo[name], memo_size = c, memo_size + 1
+  end
+  return c
+end
+
 function M.same_model(requested, answered)
   if requested == nil or answered == nil then return false end
   if answered == requested then return true end
-  local a = canonical(answered)
-  if canonical(requested) == a then return true end
+  local a = canonical_of(answered)
+  if canonical_of(requested) == a then return true end
   for _, name in ipairs(M.aliases[requested] or {}) do
-    if canonical(name) == a then return true end
+    if canonical_of(name) == a then return true end
   end
   return false
 end

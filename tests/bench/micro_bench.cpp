@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "engine/response_parser.h"
+#include "engine/stream_assembler.h"
 #include "keys/key_pool.h"
 #include "lua/api.h"
 #include "lua/lua_json.h"
@@ -35,6 +36,25 @@ void BM_ParseResponse(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(parse_response(r));
 }
 BENCHMARK(BM_ParseResponse);
+
+// The same answer streamed as OpenAI streams it: a role chunk, eight content
+// chunks, a finish chunk, a usage chunk and [DONE] (what the mock sends).
+void BM_AssembleStream(benchmark::State& state) {
+  const std::string head = R"(data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1732000000,)"
+                           R"("model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"delta":)";
+  std::string body = head + R"({"role":"assistant","content":""},"finish_reason":null}]})" + "\n\n";
+  for (const char* piece : {"The answer ", "is 42, ", "because ", "the question ", "was about ", "the meaning ",
+                            "of every", "thing."}) {
+    body += head + R"({"content":")" + piece + R"("},"finish_reason":null}]})" + "\n\n";
+  }
+  body += head + R"({},"finish_reason":"stop"}]})" + "\n\n";
+  body += R"(data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1732000000,)"
+          R"("model":"gpt-4o-mini-2024-07-18","choices":[],"usage":{"prompt_tokens":31,"completion_tokens":17,)"
+          R"("total_tokens":48}})" "\n\ndata: [DONE]\n\n";
+  for (auto _ : state) benchmark::DoNotOptimize(assemble_stream(body));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * body.size()));
+}
+BENCHMARK(BM_AssembleStream);
 
 void BM_ClassifyOk(benchmark::State& state) {
   LuaState L;
