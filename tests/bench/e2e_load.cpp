@@ -1,7 +1,9 @@
 // The whole engine under load: the real binary against the real mock on
 // 127.0.0.1, zero latency, no faults, every result committed.
-//   e2e_load [--tasks N] [--keys K] [--concurrency C] [--workers W] [--inflight-tasks M]
-// Defaults: 8 keys x 4 models, 16 in flight per (key, model).
+//   e2e_load [--tasks N] [--keys K] [--concurrency C] [--workers W] [--inflight-tasks M] [--plain]
+// Defaults: 8 keys x 4 models, 16 in flight per (key, model), answers
+// streamed (shepherd's default: the mock sends ~10 events per answer, each
+// parsed); --plain sets `stream = false`, one JSON body per answer.
 // Prints tasks/s, CPU µs per task and peak RSS; then holds M requests in
 // flight at once against a slow mock and prints the peak RSS of that.
 #include <cstdio>
@@ -20,8 +22,10 @@ long arg(int argc, char** argv, const char* name, long fallback) {
   return fallback;
 }
 
-std::string suite_text(const std::string& base_url, long tasks, int keys, long concurrency, long total_ms) {
+std::string suite_text(const std::string& base_url, long tasks, int keys, long concurrency, long total_ms,
+                       bool plain) {
   SuiteSpec s;
+  if (plain) s.provider_extra = "      stream = false,";
   s.name = "load";
   s.base_url = base_url;
   s.keys = keys;
@@ -41,11 +45,13 @@ int main(int argc, char** argv) {
   long concurrency = arg(argc, argv, "--concurrency", 16);
   long workers = arg(argc, argv, "--workers", 1);
   long inflight = arg(argc, argv, "--inflight-tasks", 10000);
+  bool plain = false;
+  for (int i = 1; i < argc; ++i) plain = plain || std::strcmp(argv[i], "--plain") == 0;
   TempDir dir;
 
   {
     Mock mock;
-    std::string suite = dir.write("load.lua", suite_text(mock.base_url(), tasks, keys, concurrency, 30000));
+    std::string suite = dir.write("load.lua", suite_text(mock.base_url(), tasks, keys, concurrency, 30000, plain));
     auto start = std::chrono::steady_clock::now();
     Result r = shepherd({"run", suite, "--workers", std::to_string(workers), "--quiet"}, key_env(keys),
                         std::chrono::minutes(10));
@@ -71,7 +77,7 @@ int main(int argc, char** argv) {
     // than the target keep the target in flight after the probes answer.
     Mock mock(nlohmann::json{{"latency", 3000}});
     long tasks_wide = inflight + 64;
-    std::string suite = dir.write("wide.lua", suite_text(mock.base_url(), tasks_wide, 4, tasks_wide / 16 + 1, 60000));
+    std::string suite = dir.write("wide.lua", suite_text(mock.base_url(), tasks_wide, 4, tasks_wide / 16 + 1, 60000, plain));
     Result r = shepherd({"run", suite, "--db", dir.file("wide.db"), "--quiet"}, key_env(4), std::chrono::minutes(5));
     if (r.exit_code != 0) {
       std::fprintf(stderr, "wide run failed (%d): %s\n", r.exit_code, r.err.c_str());
