@@ -642,6 +642,29 @@ TEST(StreamAssembler, GroqUsageUnderXGroq) {
   EXPECT_EQ(parsed(r).prompt_tokens, 18);
 }
 
+// Found writing the parser fuzz target's invariants: usage counts went through as sent, so
+// 9223372036854775807 + 1 overflowed where task_worker adds the two (undefined
+// behaviour) and a negative count reached the key pool's token budget.
+TEST(StreamAssembler, UsageCountsOutOfRangeAreUnknown) {
+  struct Case {
+    const char* counts;
+    int64_t prompt, completion;
+  };
+  for (const Case& c : {Case{R"("prompt_tokens":9223372036854775807,"completion_tokens":1)", -1, 1},
+                        Case{R"("prompt_tokens":-5,"completion_tokens":18446744073709551615)", -1, -1},
+                        Case{R"("prompt_tokens":9007199254740992,"completion_tokens":1e300)", -1, -1},
+                        Case{R"("prompt_tokens":9007199254740991,"completion_tokens":0)", 9007199254740991, 0}}) {
+    const std::string usage =
+        std::string(R"({"id":"c1","object":"chat.completion.chunk","created":7,"model":"m","choices":[],"usage":{)") +
+        c.counts + "}}";
+    const AssembledStream r = assemble_every_way(sse({content_chunk(R"("hi")"), finish_chunk(), usage}));
+    ASSERT_TRUE(r.complete) << describe(r);
+    const ParsedResponse p = parsed(r);
+    EXPECT_EQ(p.prompt_tokens, c.prompt) << c.counts;
+    EXPECT_EQ(p.completion_tokens, c.completion) << c.counts;
+  }
+}
+
 TEST(StreamAssembler, GroqToolCallWithUsageInBothPlaces) {
   const AssembledStream r = assemble_every_way(kGroqToolCall);
   EXPECT_TRUE(r.complete);
