@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/json_limits.h"
 #include "core/resources.h"
 #include "lua/api.h"
 #include "lua/call_limit.h"
@@ -31,9 +32,12 @@ nlohmann::json read_scenario(const std::string& path) {
   }
   std::string text = read_file(path);
   if (std::filesystem::path(path).extension() != ".lua") {
-    auto j = nlohmann::json::parse(text, nullptr, false);
+    // Bounded like every JSON the host reads: a canned body_json nested
+    // 100,000 deep would overflow the stack when it is serialised.
+    std::string why;
+    auto j = parse_json_bounded(text, &why);
     if (j.is_discarded()) {
-      throw Error(codes::SCENARIO_INVALID, path + ": not valid JSON", Stage::config, {{"file", path}});
+      throw Error(codes::SCENARIO_INVALID, path + ": " + why, Stage::config, {{"file", path}});
     }
     return j;
   }

@@ -29,15 +29,18 @@ std::string text_of(const json* j) {
   return {};
 }
 
-// An integer that fits; providers send floats, strings and 1e300 too.
+// A count, or -1 when there is none that makes sense; providers send floats,
+// strings, negative numbers and 1e300 too. Counts stay below 2^53, so the
+// engine may add two of them without overflow.
 int64_t count_or(const json& j, const char* key) {
+  constexpr int64_t kMaxCount = int64_t{1} << 53;
   const json* v = member(j, key);
   if (v == nullptr) return -1;
-  if (v->is_number_integer()) return v->get<int64_t>();
-  if (v->is_number_unsigned()) return static_cast<int64_t>(std::min<uint64_t>(v->get<uint64_t>(), INT64_MAX));
+  if (v->is_number_unsigned()) return v->get<uint64_t>() < static_cast<uint64_t>(kMaxCount) ? v->get<int64_t>() : -1;
+  if (v->is_number_integer()) return v->get<int64_t>() >= 0 && v->get<int64_t>() < kMaxCount ? v->get<int64_t>() : -1;
   if (v->is_number_float()) {
     double d = v->get<double>();
-    return std::isfinite(d) && d >= 0 && d < 9e18 ? static_cast<int64_t>(d) : -1;
+    return std::isfinite(d) && d >= 0 && d < static_cast<double>(kMaxCount) ? static_cast<int64_t>(d) : -1;
   }
   return -1;
 }
