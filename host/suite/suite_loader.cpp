@@ -167,7 +167,8 @@ class SuiteReader {
     if (!lua_isnil(L_, v)) {
       expect(v, LUA_TNUMBER, f, integer ? "an integer" : "a number");
       out = lua_tonumber(L_, v);
-      if (integer && out != static_cast<double>(static_cast<long long>(out))) invalid(f, "expected an integer");
+      // floor, not a cast to an integer type: casting inf, NaN or 1e300 is undefined behaviour.
+      if (integer && std::isfinite(out) && out != std::floor(out)) invalid(f, "expected an integer");
       if (!std::isfinite(out) || out < min || out > max) {
         invalid(f, "must be between " + nlohmann::json(min).dump() + " and " + nlohmann::json(max).dump());
       }

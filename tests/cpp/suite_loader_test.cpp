@@ -236,6 +236,24 @@ TEST_F(SuiteLoaderTest, BaseUrlLosesTrailingSlashesAndDefaultsApply) {
   EXPECT_EQ(p.max_response_bytes, 4096u);
 }
 
+// Found by tests/fuzz (fuzz_suite_loader under UBSan): `total_ms = 2/00`
+// (inf) was cast to an integer type to test integrality, which is undefined
+// behaviour; inf, NaN and 1e300 are range errors like any other.
+TEST_F(SuiteLoaderTest, NonFiniteAndHugeIntegerFieldsAreRangeErrors) {
+  for (const char* value : {"2/00", "-1/0", "0/0", "1e300", "-1e300"}) {
+    SuiteText t;
+    t.providers = replaced(t.providers, "timeouts = { total_ms = 5000 }",
+                           std::string("timeouts = { total_ms = ") + value + " }");
+    Error e = load_error(t.str());
+    EXPECT_EQ(e.code(), codes::SUITE_INVALID) << value;
+    EXPECT_NE(std::string(e.what()).find("total_ms: must be between 1.0 and 86400000.0"), std::string::npos)
+        << value << ": " << e.what();
+  }
+  SuiteText fractional;
+  fractional.providers = replaced(fractional.providers, "total_ms = 5000", "total_ms = 1.5");
+  EXPECT_NE(std::string(load_error(fractional.str()).what()).find("expected an integer"), std::string::npos);
+}
+
 TEST_F(SuiteLoaderTest, ProvidersAreSortedByName) {
   SuiteText t;
   t.providers =
