@@ -36,9 +36,8 @@ constexpr std::chrono::milliseconds kCallBudget{250};
 // Loading a file (and its selftest) may do more.
 constexpr std::chrono::milliseconds kLoadBudget{2000};
 constexpr long kMaxDelayMs = 86'400'000;  // a day: longer is a policy bug, and overflows clocks
-// A decision is a few small tables: a call that needs more memory is runaway
-// (string.rep of gigabytes would otherwise run for seconds inside C).
-constexpr size_t kCallMemory = size_t{64} << 20;
+// A call gets limited_call's 64 MiB (a decision is a few small tables; more is
+// runaway, such as string.rep of gigabytes); loading a file and its selftest may take more.
 constexpr size_t kLoadMemory = size_t{256} << 20;
 // Class names and codes are stored with every attempt and grouped on.
 constexpr size_t kMaxNameBytes = 1024;

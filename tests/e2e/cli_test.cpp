@@ -90,3 +90,14 @@ TEST(Cli, ExportBeforeAnyRunSaysSo) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("STORE_OPEN_FAILED"), std::string::npos) << r.err;
 }
+
+// A JSON scenario nested 100,000 deep (a canned body_json) is refused with a
+// code; it once overflowed the stack when the mock serialised it.
+TEST(Cli, DeeplyNestedScenarioIsRefused) {
+  TempDir dir;
+  std::string deep = "{\"canned\": [{\"body_json\": " + std::string(100000, '[') + std::string(100000, ']') + "}]}";
+  Result r = shepherd({"mock", "--port", "0", "--scenario", dir.write("deep.json", deep), "--json"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.out.find("SCENARIO_INVALID"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("nested deeper than"), std::string::npos) << r.out;
+}
