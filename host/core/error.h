@@ -52,6 +52,12 @@ inline constexpr const char* HTTP_INIT_FAILED = "HTTP_INIT_FAILED";
 inline constexpr const char* MOCK_BIND_FAILED = "MOCK_BIND_FAILED";
 inline constexpr const char* IO_ERROR = "IO_ERROR";
 inline constexpr const char* INTERNAL = "INTERNAL";
+// How a conversation (task(cell, llm)) ends when it does not return a result.
+inline constexpr const char* TASK_ERROR = "TASK_ERROR";      // its Lua raised: message, file and line
+inline constexpr const char* TASK_TIMEOUT = "TASK_TIMEOUT";  // past conversation.task_timeout_ms
+inline constexpr const char* MAX_TURNS = "MAX_TURNS";        // asked for more than conversation.max_turns
+inline constexpr const char* CHECK_FAILED = "CHECK_FAILED";  // returned nil, reason, or check refused it
+inline constexpr const char* REQUEST_INVALID = "REQUEST_INVALID";  // llm:chat got a body that is not JSON
 // Returned to Lua (nil, code, detail), never raised by the host.
 inline constexpr const char* JSON_INVALID = "JSON_INVALID";
 }  // namespace codes

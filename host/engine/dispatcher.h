@@ -13,11 +13,22 @@
 #include "keys/key_pool.h"
 #include "policy/policy_io.h"
 #include "store/records.h"
+#include "suite/request_body.h"
 
 namespace shepherd {
 
-// One task of this run. While an attempt is in flight, only the thread that
-// handles its completion touches the task.
+// Where a task of this run is; the dispatcher moves it and keeps count.
+enum class Place {
+  to_start,  // a conversation not begun yet (starts queue)
+  queued,    // ready to send (a ready queue)
+  retrying,  // waiting for its retry to come due
+  held,      // a worker has it: building, judging, or running its conversation's Lua
+  wire,      // its request is in flight
+  finished,  // done or failed in this run, or left for a later one
+};
+
+// One task of this run. While a worker holds it or its attempt is in
+// flight, only the thread that handles it touches the task.
 struct TaskRuntime {
   std::string id;
   uint64_t ordinal = 0;     // cell in the matrix
@@ -32,6 +43,15 @@ struct TaskRuntime {
   double sent_unix = 0;
   double tokens_reserved = 0;
   std::string request_hash;  // of the request this attempt sent
+  Place place = Place::queued;
+  // Conversations (a suite's task(cell, llm)):
+  bool conversation = false;
+  int owner = -1;            // the worker whose Lua state holds its coroutine
+  int32_t conv_model = -1;   // the model every turn of this try goes to
+  int conversation_no = 1;   // the try at it (llm.attempt), kept across runs
+  int turn = 0;              // the turn waiting or in flight
+  RequestBody turn_request;  // ... and its body
+  bool withdrawn = false;    // taken out of the queues for good (its deadline passed)
 };
 
 
@@ -42,6 +62,7 @@ struct DispatchCounters {
   uint64_t in_flight = 0;
   uint64_t waiting = 0;   // ready or waiting for a retry
   uint64_t done_now = 0;  // finished by this run
+  uint64_t open = 0;      // conversations begun and not finished
 };
 
 class Dispatcher {
@@ -59,7 +80,24 @@ class Dispatcher {
 
   void retry_at(uint32_t task, TimePoint due);
   void back_to_queue(uint32_t task);  // e.g. cancelled: unsent work, no attempt
-  void finish(TaskState state);  // an attempt in flight ended the task
+  void finish(uint32_t task, TaskState state);  // it ended (pending: left for a later run)
+
+  // Conversations. take_starts hands `worker` up to `max` conversations to
+  // begin (it becomes their owner). A held conversation's next turn joins
+  // the ready queues with queue_turn — false when its model is exhausted:
+  // the owner must close it and restart(). turn_answered: the answer is back
+  // and the owner holds it again.
+  std::vector<uint32_t> take_starts(int worker, size_t max);
+  bool queue_turn(uint32_t task);
+  void turn_answered(uint32_t task);
+  void restart(uint32_t task);  // held -> begun again (a new try), by any worker
+  // Conversations of `worker` whose queued turn found their model exhausted:
+  // the owner closes each and calls restart().
+  std::vector<uint32_t> take_restarts(int worker);
+  // Out of the queues for good (its deadline passed): true when it was
+  // waiting and is now held by the caller; false when it is on the wire or
+  // already held (cancel the request instead).
+  bool withdraw(uint32_t task);
   void release(int slot, double tokens_reserved = 0);  // no answer came (cancelled, never sent)
   // The answer reached the slot's pool: release, learn, and what changed.
   std::vector<PoolEvent> slot_result(int slot, const SlotFeedback& feedback, double tokens_reserved, TimePoint now);
@@ -93,13 +131,19 @@ class Dispatcher {
 
  private:
   std::deque<uint32_t>& queue_for(const TaskRuntime& t);
+  std::deque<uint32_t>& starts_for(const TaskRuntime& t);
   uint32_t model_of(const TaskRuntime& t) const;
-  bool queue_blocked(size_t q) const;  // its model has no usable key left
+  bool queue_blocked(const std::vector<std::deque<uint32_t>>& queues, size_t q) const;  // no usable key left
+  bool resource_model_ready() const;
+  void move(TaskRuntime& t, Place to);  // keeps the counters
 
   mutable std::mutex mutex_;
   KeyPool pool_;
   std::vector<TaskRuntime> tasks_;
   std::vector<std::deque<uint32_t>> ready_;  // [0]: resource tasks; [m + 1]: model m
+  std::vector<std::deque<uint32_t>> starts_;  // conversations to begin, indexed the same way
+  std::vector<std::vector<uint32_t>> restarts_;  // by owner
+  uint64_t held_ = 0;
   struct Due {
     TimePoint at;
     uint32_t task;

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <functional>
+#include <queue>
 #include <condition_variable>
 #include <filesystem>
 #include <thread>
@@ -23,6 +24,7 @@
 #include "policy/policy_watcher.h"
 #include "store/store.h"
 #include "store/store_lock.h"
+#include "store/turn_log.h"
 #include "store/writer.h"
 
 namespace fs = std::filesystem;
@@ -31,11 +33,13 @@ namespace shepherd {
 
 namespace {
 
-// Answers from the HTTP loop, waiting for a worker.
+// Answers from the HTTP loop, waiting for a worker. A conversation's turn
+// goes to the worker whose Lua state holds the conversation.
 struct CompletionQueue {
   std::mutex mutex;
   std::condition_variable cv;
   std::vector<HttpResponse> items;
+  std::vector<std::vector<HttpResponse>> owned;  // by worker
   bool kick = true;  // a worker should look for launches even without answers
   bool closed = false;  // the run is over
 };
@@ -50,6 +54,19 @@ std::string hostname() {
   return buf;
 }
 
+// A worker's own state besides its Lua: when its conversations run out of time.
+struct WorkerState {
+  int index = 0;
+  size_t max_open = 0;  // conversations it may hold at once
+  struct Deadline {
+    TimePoint at;
+    uint32_t task;
+    bool operator>(const Deadline& o) const { return at > o.at; }
+  };
+  std::priority_queue<Deadline, std::vector<Deadline>, std::greater<>> deadlines;
+  std::unique_ptr<TurnLog> turn_log;  // opened when a conversation first resumes
+};
+
 class Run {
  public:
   Run(const Suite& suite, const RunOptions& options) : suite_(suite), options_(options), matrix_(suite.dims) {}
@@ -62,10 +79,19 @@ class Run {
   // `hash_of`: the hash of the request the suite builds for a cell now.
   void plan(Store& store, RunReport& report, const std::function<int(uint64_t)>& affinity,
             const std::function<std::string(uint64_t)>& hash_of);
-  void worker_loop(TaskWorker& worker, std::atomic<int64_t>& busy_since_ms);
+  void worker_loop(TaskWorker& worker, WorkerState& state, std::atomic<int64_t>& busy_since_ms);
   void watch_workers(std::vector<std::atomic<int64_t>>& busy_since_ms);
-  void handle(TaskWorker& worker, HttpResponse& response);
+  void handle(TaskWorker& worker, WorkerState& state, HttpResponse& response);
   void launch(TaskWorker& worker);
+  // Conversations: begin what the worker has room for; carry out what a
+  // conversation asked for; end those past their deadline; begin again
+  // those whose model is gone.
+  void start_conversations(TaskWorker& worker, WorkerState& state);
+  void follow(TaskWorker& worker, uint32_t index, ConversationStep&& step);
+  void expire_conversations(TaskWorker& worker, WorkerState& state);
+  void restart_conversation(TaskWorker& worker, uint32_t index);
+  void finish_conversation(uint32_t index, TaskResultRecord&& result);
+  std::string label(const TaskRuntime& t) const;  // for logs: the cell, and the id
   void report_reload(const PolicyWatcher::Result& result);  // log and event
   void record_pool(TimePoint now);
   void switch_model(TaskWorker& worker, uint32_t from, uint32_t task, const std::string& cls);
@@ -83,6 +109,9 @@ class Run {
   CompletionQueue queue_;
   int64_t stuck_reported_ = 0;  // the busy period already reported as stuck
   std::atomic<bool> workers_done_{false};
+  size_t total_concurrency_ = 0;  // of every slot: how many conversations are worth keeping open
+  std::atomic<uint64_t> turns_sent_{0};
+  std::atomic<uint64_t> turns_replayed_{0};
 };
 
 void Run::build_pool() {
@@ -105,6 +134,7 @@ void Run::build_pool() {
         Limits l = provider.limits_for(key, model);
         pool.add_slot(key_index, m, SlotLimits{l.concurrency, l.rpm, l.tpm}, p, provider.quota_reset_minute_utc,
                       breaker);
+        total_concurrency_ += static_cast<size_t>(std::max(1, l.concurrency));
         ctx_.slots.push_back(SlotBinding{key_index, provider.url_for(model)});
       }
     }
@@ -166,6 +196,8 @@ void Run::plan(Store& store, RunReport& report, const std::function<int(uint64_t
     t.id = ids[i];
     t.ordinal = i;
     t.attempts_total = s.attempts;
+    t.conversation = suite_.has_task;
+    t.conversation_no = std::max(1, s.conversation);
     if (suite_.model_is_dimension) t.model = static_cast<int32_t>(matrix_.value_indices(i)[model_dim]);
     if (affinity) t.preferred_key = affinity(i);
     dispatcher_->add_task(std::move(t));
@@ -241,12 +273,13 @@ void Run::launch(TaskWorker& worker) {
       error = std::string("building the request failed: ") + e.what();
     }
     if (!built) {
-      spdlog::warn("task {}: {}", t.id, error);
+      spdlog::warn("task {}: {}", label(t), error);
       writer_->push(worker.unsent_failure(t, codes::REQUEST_BUILD_FAILED, error));
       dispatcher_->release(t.slot);
-      dispatcher_->finish(TaskState::failed);
+      dispatcher_->finish(index, TaskState::failed);
       continue;
     }
+    if (t.conversation) turns_sent_.fetch_add(1, std::memory_order_relaxed);
     t.sent_unix = unix_now();
     dispatcher_->reserve_tokens(t.slot, t.tokens_reserved, SteadyClock::now());
     batch.push_back(std::move(request));
@@ -254,11 +287,20 @@ void Run::launch(TaskWorker& worker) {
   http_->submit(std::move(batch));
 }
 
-void Run::handle(TaskWorker& worker, HttpResponse& r) {
+void Run::handle(TaskWorker& worker, WorkerState& state, HttpResponse& r) {
   uint32_t index = static_cast<uint32_t>(r.id);
   TaskRuntime& t = dispatcher_->task(index);
   if (r.transport == Transport::cancelled) {  // stopped before an answer: not an attempt
     dispatcher_->release(t.slot, t.tokens_reserved);
+    if (t.conversation && SteadyClock::now() >= worker.conversations().deadline(index)) {
+      dispatcher_->turn_answered(index);  // the deadline cancelled it: the task ends here
+      finish_conversation(index, worker.conversations().stop(index, codes::TASK_TIMEOUT,
+                                                             "the task ran past conversation.task_timeout_ms (" +
+                                                                 std::to_string(suite_.conversation.task_timeout_ms) +
+                                                                 " ms); its turn " + std::to_string(t.turn) +
+                                                                 " was cancelled"));
+      return;
+    }
     dispatcher_->back_to_queue(index);
     return;
   }
@@ -273,16 +315,25 @@ void Run::handle(TaskWorker& worker, HttpResponse& r) {
   const AttemptRecord& rec = out.record;
   switch (out.kind) {
     case AttemptOutcome::Kind::retry:
-      spdlog::debug("task {} attempt {}: {} ({}), retry in {} ms", t.id, rec.n, rec.cls, rec.error_message,
-                    out.delay_ms);
+      if (spdlog::should_log(spdlog::level::debug)) {
+        spdlog::debug("task {} attempt {}: {} ({}), retry in {} ms", label(t), rec.n, rec.cls, rec.error_message,
+                      out.delay_ms);
+      }
       break;
     case AttemptOutcome::Kind::fail:
-      spdlog::info("task {} failed after {} attempts: {} {}", t.id, rec.n, rec.error_code, rec.error_message);
+      if (t.conversation) {
+        spdlog::info("task {} turn {} failed after {} attempts: {} {}", label(t), t.turn, rec.n, rec.error_code,
+                     rec.error_message);
+      } else {
+        spdlog::info("task {} failed after {} attempts: {} {}", label(t), rec.n, rec.error_code, rec.error_message);
+      }
       break;
     default:
       break;
   }
   std::string cls = rec.cls;
+  std::string code = rec.error_code, message = rec.error_message;
+  TurnFacts facts{rec.latency_ms, rec.prompt_tokens, rec.completion_tokens, rec.model_answered};
   // The record is queued before the task can move on, so a later attempt's
   // record can never be committed before this one.
   writer_->push(std::move(out.record));
@@ -296,17 +347,41 @@ void Run::handle(TaskWorker& worker, HttpResponse& r) {
     }
     writer_->push(EventRecord{ctx_.run_id, unix_now(), e.kind, safe_dump(e.detail)});
   }
+  ConversationRunner& conversations = worker.conversations();
   switch (out.kind) {
     case AttemptOutcome::Kind::done:
-      dispatcher_->finish(TaskState::done);
+      if (!t.conversation) {
+        dispatcher_->finish(index, TaskState::done);
+        break;
+      }
+      dispatcher_->turn_answered(index);
+      follow(worker, index, conversations.answered(index, out.completion, facts));
       break;
     case AttemptOutcome::Kind::retry:
+      // Retry delays count toward a conversation's deadline.
+      if (t.conversation && now + Millis(out.delay_ms) >= conversations.deadline(index)) {
+        dispatcher_->turn_answered(index);
+        finish_conversation(index, conversations.stop(index, codes::TASK_TIMEOUT,
+                                                      "turn " + std::to_string(t.turn) + " failed (" + message +
+                                                          ") and its retry in " + std::to_string(out.delay_ms) +
+                                                          " ms would pass conversation.task_timeout_ms"));
+        break;
+      }
       dispatcher_->retry_at(index, now + Millis(out.delay_ms));
       break;
     case AttemptOutcome::Kind::fail:
-      dispatcher_->finish(TaskState::failed);
+      if (!t.conversation) {
+        dispatcher_->finish(index, TaskState::failed);
+        break;
+      }
+      dispatcher_->turn_answered(index);
+      follow(worker, index, conversations.turn_failed(index, cls, code, message));
       break;
     case AttemptOutcome::Kind::switch_model:
+      if (t.conversation) {
+        conversations.close(index);  // all turns of a result come from one model: begin again on the next
+        ++t.conversation_no;
+      }
       try {
         switch_model(worker, t.attempt_model, index, cls);
       } catch (const std::exception& e) {
@@ -315,6 +390,105 @@ void Run::handle(TaskWorker& worker, HttpResponse& r) {
         dispatcher_->no_model_left();
       }
       break;
+  }
+  (void)state;
+}
+
+std::string Run::label(const TaskRuntime& t) const {
+  return matrix_.label(t.ordinal) + " (" + t.id.substr(0, 12) + ")";
+}
+
+void Run::finish_conversation(uint32_t index, TaskResultRecord&& result) {
+  TaskRuntime& t = dispatcher_->task(index);
+  TaskState state = result.state;
+  if (state == TaskState::failed) {
+    spdlog::info("task {} failed after {} turns: {} {}", label(t), result.turns, result.error_code,
+                 result.error_message);
+  } else if (spdlog::should_log(spdlog::level::debug)) {
+    spdlog::debug("task {} done in {} turns", label(t), result.turns);
+  }
+  writer_->push(std::move(result));
+  dispatcher_->finish(index, state);
+}
+
+void Run::follow(TaskWorker& worker, uint32_t index, ConversationStep&& step) {
+  if (step.replayed > 0) turns_replayed_.fetch_add(static_cast<uint64_t>(step.replayed), std::memory_order_relaxed);
+  if (step.kind == ConversationStep::Kind::finished) {
+    finish_conversation(index, std::move(step.result));
+    return;
+  }
+  TaskRuntime& t = dispatcher_->task(index);
+  t.turn = step.turn;
+  t.turn_request = std::move(step.request);
+  if (!dispatcher_->queue_turn(index)) restart_conversation(worker, index);
+}
+
+void Run::restart_conversation(TaskWorker& worker, uint32_t index) {
+  worker.conversations().close(index);
+  ++dispatcher_->task(index).conversation_no;
+  dispatcher_->restart(index);
+}
+
+void Run::start_conversations(TaskWorker& worker, WorkerState& state) {
+  ConversationRunner& conversations = worker.conversations();
+  for (uint32_t index : dispatcher_->take_restarts(state.index)) restart_conversation(worker, index);
+  if (!suite_.has_task || conversations.open() >= state.max_open) return;
+  // A bounded batch, so the turns it produces go out before more begin.
+  size_t room = std::min<size_t>(state.max_open - conversations.open(), 256);
+  auto starts = dispatcher_->take_starts(state.index, room);
+  for (uint32_t index : starts) {
+    TaskRuntime& t = dispatcher_->task(index);
+    ConversationStart start;
+    start.task_id = t.id;
+    start.ordinal = t.ordinal;
+    start.attempt = t.conversation_no;
+    start.model = ctx_.models[static_cast<size_t>(t.conv_model)];
+    start.deadline = SteadyClock::now() + Millis(suite_.conversation.task_timeout_ms);
+    // Turns answered before this run (a crash, a stop) are replayed.
+    if (t.attempts_total > 0 && t.attempts_run == 0) {
+      try {
+        if (!state.turn_log) state.turn_log = std::make_unique<TurnLog>(options_.db_path);
+        start.recorded = state.turn_log->load(t.id, t.conversation_no);
+      } catch (const std::exception& e) {
+        spdlog::warn("task {}: its answered turns could not be read ({}): they are sent again", label(t), e.what());
+      }
+    }
+    state.deadlines.push(WorkerState::Deadline{start.deadline, index});
+    ConversationStep step;
+    try {
+      step = worker.conversations().start(index, std::move(start));
+    } catch (const std::exception& e) {
+      step = ConversationStep{};
+      step.result.task_id = t.id;
+      step.result.state = TaskState::failed;
+      step.result.error_code = codes::INTERNAL;
+      step.result.error_message = std::string("starting the conversation failed: ") + e.what();
+      worker.conversations().close(index);
+    }
+    follow(worker, index, std::move(step));
+  }
+  if (starts.size() == room) {
+    std::lock_guard lock(queue_.mutex);
+    queue_.kick = true;  // more may be waiting: come back without sleeping
+  }
+}
+
+void Run::expire_conversations(TaskWorker& worker, WorkerState& state) {
+  ConversationRunner& conversations = worker.conversations();
+  TimePoint now = SteadyClock::now();
+  while (!state.deadlines.empty() && state.deadlines.top().at <= now) {
+    auto [at, index] = state.deadlines.top();
+    state.deadlines.pop();
+    if (!conversations.is_open(index) || conversations.deadline(index) != at) continue;  // ended or begun again
+    if (dispatcher_->withdraw(index)) {
+      TaskRuntime& t = dispatcher_->task(index);
+      finish_conversation(index, conversations.stop(index, codes::TASK_TIMEOUT,
+                                                    "the task ran past conversation.task_timeout_ms (" +
+                                                        std::to_string(suite_.conversation.task_timeout_ms) +
+                                                        " ms) while turn " + std::to_string(t.turn) + " waited"));
+    } else {
+      http_->cancel(index);  // on the wire: its cancelled answer ends the task
+    }
   }
 }
 
@@ -335,26 +509,37 @@ void Run::switch_model(TaskWorker& worker, uint32_t from, uint32_t task, const s
   }
 }
 
-void Run::worker_loop(TaskWorker& worker, std::atomic<int64_t>& busy_since_ms) {
+void Run::worker_loop(TaskWorker& worker, WorkerState& state, std::atomic<int64_t>& busy_since_ms) {
   std::vector<HttpResponse> batch;
+  const size_t me = static_cast<size_t>(state.index);
   while (!workers_done_.load()) {
     TimePoint now = SteadyClock::now();
     TimePoint wake = std::min(dispatcher_->next_wakeup(now), now + Millis(100));
+    if (!state.deadlines.empty()) wake = std::min(wake, state.deadlines.top().at);
     {
       std::unique_lock lock(queue_.mutex);
-      queue_.cv.wait_until(lock, wake, [&] { return !queue_.items.empty() || queue_.kick || queue_.closed; });
+      auto& mine = queue_.owned[me];
+      queue_.cv.wait_until(lock, wake, [&] {
+        return !queue_.items.empty() || !mine.empty() || queue_.kick || queue_.closed;
+      });
       if (queue_.closed) return;
       size_t take = std::min<size_t>(queue_.items.size(), 256);
       batch.assign(std::make_move_iterator(queue_.items.begin()),
                    std::make_move_iterator(queue_.items.begin() + static_cast<long>(take)));
       queue_.items.erase(queue_.items.begin(), queue_.items.begin() + static_cast<long>(take));
+      for (auto& r : mine) batch.push_back(std::move(r));
+      mine.clear();
       queue_.kick = false;
     }
     // Time limits stop Lua, not a C function it called (a pathological
     // string pattern): the main loop watches for a worker stuck here.
     busy_since_ms = steady_ms();
-    for (auto& r : batch) handle(worker, r);
+    for (auto& r : batch) handle(worker, state, r);
     batch.clear();
+    if (suite_.has_task) {
+      expire_conversations(worker, state);
+      start_conversations(worker, state);
+    }
     launch(worker);
     busy_since_ms = 0;
     if (dispatcher_->idle()) close_queue();
@@ -411,19 +596,40 @@ RunReport Run::execute() {
     dispatcher_->stop_dispatching();
     wake_all();
   });
+  queue_.owned.resize(workers.size());
   http_ = std::make_unique<HttpClient>(HttpClientOptions{}, [this](std::vector<HttpResponse>&& done) {
+    bool owned = false;
     {
       std::lock_guard lock(queue_.mutex);
-      for (auto& r : done) queue_.items.push_back(std::move(r));
+      for (auto& r : done) {
+        // The owner was set before the request was submitted.
+        const TaskRuntime& t = dispatcher_->task(static_cast<uint32_t>(r.id));
+        if (t.conversation && t.owner >= 0) {
+          queue_.owned[static_cast<size_t>(t.owner)].push_back(std::move(r));
+          owned = true;
+        } else {
+          queue_.items.push_back(std::move(r));
+        }
+      }
     }
-    queue_.cv.notify_one();
+    if (owned) queue_.cv.notify_all();
+    else queue_.cv.notify_one();
   });
 
   TimePoint start = SteadyClock::now();
   std::vector<std::thread> threads;
   std::vector<std::atomic<int64_t>> busy_since_ms(workers.size());
+  std::vector<WorkerState> states(workers.size());
+  // Enough conversations open that every slot has a turn to send while the
+  // others think: twice the slots' concurrency, unless the suite says.
+  size_t max_open = suite_.conversation.max_open > 0 ? static_cast<size_t>(suite_.conversation.max_open)
+                                                     : std::max<size_t>(16, 2 * total_concurrency_);
   for (size_t i = 0; i < workers.size(); ++i) {
-    threads.emplace_back([this, &w = *workers[i], &busy = busy_since_ms[i]] { worker_loop(w, busy); });
+    states[i].index = static_cast<int>(i);
+    states[i].max_open = std::max<size_t>(1, (max_open + workers.size() - 1) / workers.size());
+    threads.emplace_back([this, &w = *workers[i], &st = states[i], &busy = busy_since_ms[i]] {
+      worker_loop(w, st, busy);
+    });
   }
 
   Progress progress(suite_.name, options_.live_progress);
@@ -521,6 +727,12 @@ RunReport Run::execute() {
                     {"seconds", report.seconds}});
   spdlog::info("run {} {}: {} done, {} failed, {} pending, {:.2f} s", report.run_id, outcome, c.done, c.failed,
                c.total - c.done - c.failed, report.seconds);
+  report.turns_sent = turns_sent_.load();
+  report.turns_replayed = turns_replayed_.load();
+  if (suite_.has_task) {
+    spdlog::info("conversations: {} turns sent, {} answered from the store (replayed after a stop)",
+                 report.turns_sent, report.turns_replayed);
+  }
   return report;
 }
 

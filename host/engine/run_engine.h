@@ -31,6 +31,9 @@ struct RunReport {
   uint64_t blocked = 0;           // tasks left pending: no usable key for their model
   uint64_t stale = 0;             // done tasks whose suite now builds another request (kept)
   uint64_t stale_rerun = 0;       // ... sent again (--rerun-stale)
+  uint64_t turns_sent = 0;        // conversations: turns sent in this run
+  uint64_t turns_replayed = 0;    // ... and answered from the store instead
+
   std::string log_path;
   std::string db_path;
 };

@@ -83,20 +83,19 @@ std::string TaskWorker::current_request_hash(uint64_t ordinal) {
 
 bool TaskWorker::build_request(uint32_t task_index, TaskRuntime& task, HttpRequest& out, double& tokens,
                                std::string& error) {
-  nlohmann::json body;
-  if (!suite_.request_body(task.ordinal, body, error)) return false;
-  task.request_hash = request_hash(body);
-  const std::string& model = ctx_.models[task.attempt_model];
-  body["model"] = model;  // the host decides the model: the cell's, or the current resource
+  RequestBody built;
+  if (!task.conversation) {
+    nlohmann::json body;
+    if (!suite_.request_body(task.ordinal, body, error)) return false;
+    built = make_request_body(std::move(body));
+  }
+  const RequestBody& request = task.conversation ? task.turn_request : built;
+  task.request_hash = request.hash;
   const SlotBinding& slot = ctx_.slots[static_cast<size_t>(task.slot)];
   const KeyBinding& key = ctx_.keys[slot.key];
   const ProviderSpec& p = *key.provider;
-  // Streaming by default, so that silence is seen as a stall within
-  // seconds; a suite that sets `stream` itself keeps its choice.
-  if (p.stream && !body.contains("stream")) {
-    body["stream"] = true;
-    if (p.stream_usage && !body.contains("stream_options")) body["stream_options"] = {{"include_usage", true}};
-  }
+  // The host decides the model: the cell's, or the current resource.
+  out.body = compose_request(request, ctx_.models[task.attempt_model], p.stream, p.stream_usage);
   out.id = task_index;
   out.method = "POST";
   out.url = slot.url;
@@ -105,12 +104,9 @@ bool TaskWorker::build_request(uint32_t task_index, TaskRuntime& task, HttpReque
   out.headers.push_back(key.auth_header);
   out.headers.emplace_back("Content-Type: application/json");
   out.headers.insert(out.headers.end(), p.headers.begin(), p.headers.end());
-  out.body = body.dump();
   // What a tokens-per-minute budget reserves: roughly 4 bytes a token for the
   // prompt, plus what the answer may use.
-  auto max_tokens = body.find("max_tokens");
-  tokens = static_cast<double>(out.body.size()) / 4 +
-           (max_tokens != body.end() && max_tokens->is_number() ? max_tokens->get<double>() : 256);
+  tokens = static_cast<double>(out.body.size()) / 4 + (request.max_tokens >= 0 ? request.max_tokens : 256);
   out.connect_timeout_ms = p.timeouts.connect_ms;
   out.first_byte_timeout_ms = p.timeouts.first_byte_ms;
   out.total_timeout_ms = p.timeouts.total_ms;
@@ -120,8 +116,7 @@ bool TaskWorker::build_request(uint32_t task_index, TaskRuntime& task, HttpReque
   // events on the wire run to tens of times the answer (a 40,000-token answer
   // is ~8 MiB of events): the wire gets kStreamWireFactor times the limit,
   // and the assembler holds the answer itself to the limit.
-  auto streamed = body.find("stream");
-  const bool is_streamed = streamed != body.end() && streamed->is_boolean() && streamed->get<bool>();
+  const bool is_streamed = request.sets_stream ? request.streamed_by_suite : p.stream;
   out.max_response_bytes = is_streamed && p.max_response_bytes <= SIZE_MAX / kStreamWireFactor
                                ? p.max_response_bytes * kStreamWireFactor
                                : p.max_response_bytes;
@@ -139,7 +134,9 @@ AttemptOutcome TaskWorker::judge(TaskRuntime& task, HttpResponse& r, int usable_
 
   std::string check_reason;
   bool check_failed = false;
-  if (suite.has_check && r.transport == Transport::none && r.status == 200 && parsed.is_completion) {
+  // A conversation's check judges its result, not each turn.
+  if (suite.has_check && !task.conversation && r.transport == Transport::none && r.status == 200 &&
+      parsed.is_completion) {
     CheckInput in{parsed.content, parsed.model, parsed.finish_reason, parsed.usage_json};
     check_failed = !suite_.check(task.ordinal, in, check_reason);
   }
@@ -169,6 +166,10 @@ AttemptOutcome TaskWorker::judge(TaskRuntime& task, HttpResponse& r, int usable_
   rec.ended_at = unix_now();
   rec.response = r.body;
   rec.request_hash = task.request_hash;
+  if (task.conversation) {
+    rec.turn = task.turn;
+    rec.conversation = task.conversation_no;
+  }
 
   LuaFailure failure;
   std::string cls;
@@ -198,6 +199,13 @@ AttemptOutcome TaskWorker::judge(TaskRuntime& task, HttpResponse& r, int usable_
   fb.headers = parse_rate_headers(r.headers);
   if (parsed.prompt_tokens >= 0 && parsed.completion_tokens >= 0) {
     fb.tokens_used = parsed.prompt_tokens + parsed.completion_tokens;
+  }
+  if (cls == "ok" && task.conversation) {
+    rec.decision = "answered";
+    rec.task_state = TaskState::pending;
+    out.completion = std::move(parsed.body);
+    out.kind = AttemptOutcome::Kind::done;
+    return out;
   }
   if (cls == "ok") {
     rec.decision = "done";

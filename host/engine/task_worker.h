@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 
+#include "conversation/conversation_runner.h"
 #include "engine/dispatcher.h"
 #include "engine/run_context.h"
 #include "http/http_types.h"
@@ -24,6 +25,7 @@ struct AttemptOutcome {
   long delay_ms = 0;
   SlotFeedback feedback;  // what the key pool learns from this answer
   AttemptRecord record;
+  nlohmann::json completion;  // a conversation's answered turn: the chat completion
 };
 
 class TaskWorker {
@@ -33,8 +35,9 @@ class TaskWorker {
   TaskWorker(const TaskWorker&) = delete;
   TaskWorker& operator=(const TaskWorker&) = delete;
 
-  // The request body comes from the suite's request(cell). False: `error` says
-  // why. `tokens`: the estimate to reserve (prompt + max_tokens).
+  // The request body comes from the suite's request(cell), or is the
+  // conversation's turn. False: `error` says why. `tokens`: the estimate to
+  // reserve (prompt + max_tokens).
   bool build_request(uint32_t task_index, TaskRuntime& task, HttpRequest& out, double& tokens,
                      std::string& error);
 
@@ -49,7 +52,9 @@ class TaskWorker {
 
   // Classifies the answer and decides what follows; updates the task's history.
   // `usable_keys`: other keys that may still serve the task's model. A
-  // streamed answer's body is replaced by the assembled chat completion.
+  // streamed answer's body is replaced by the assembled chat completion. A
+  // conversation's turn stays pending whatever happens: its conversation
+  // decides how the task ends.
   AttemptOutcome judge(TaskRuntime& task, HttpResponse& response, int usable_keys);
 
   // Asks switch.lua for the model after `current`. An answer that is not a
@@ -61,14 +66,19 @@ class TaskWorker {
   // The record of an attempt that never reached the network.
   AttemptRecord unsent_failure(TaskRuntime& task, const std::string& code, const std::string& message);
 
+  // This worker's open conversations (task suites), on its Lua state.
+  ConversationRunner& conversations() { return conversations_; }
+  SuiteRuntime& suite_runtime() { return suite_; }
+
  private:
   void refresh_policies();  // a reload was published: build the new set here, between decisions
 
   const RunContext& ctx_;
-  SuiteRuntime suite_;  // its Lua state hosts the policies too
+  SuiteRuntime suite_;  // its Lua state hosts the policies and the conversations too
   std::unique_ptr<PolicySet> policies_;
   uint64_t policy_generation_ = 0;
   uint64_t failed_generation_ = 0;
+  ConversationRunner conversations_{suite_};
 };
 
 }  // namespace shepherd

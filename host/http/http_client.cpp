@@ -72,6 +72,7 @@ class HttpClient::Impl {
   void submit(std::vector<HttpRequest>&& batch);
   void submit(HttpRequest&& request);
   void cancel_all();
+  void cancel(uint64_t id);
   size_t in_flight() const { return in_flight_.load(std::memory_order_relaxed); }
 
  private:
@@ -116,6 +117,7 @@ class HttpClient::Impl {
   std::vector<Pending> queue_;
   std::vector<Pending> cancelled_queue_;  // queued when cancel_all() was called
   bool cancel_requested_ = false;
+  std::vector<uint64_t> cancel_ids_;  // cancel(id) calls not yet carried out
   bool stop_requested_ = false;
   std::atomic<size_t> in_flight_{0};
 
@@ -232,6 +234,14 @@ void HttpClient::Impl::cancel_all() {
   wake();
 }
 
+void HttpClient::Impl::cancel(uint64_t id) {
+  {
+    std::lock_guard lock(mutex_);
+    cancel_ids_.push_back(id);
+  }
+  wake();
+}
+
 void HttpClient::Impl::run() {
   epoll_event events[max_events];
   while (true) {
@@ -282,13 +292,26 @@ void HttpClient::Impl::dispatch(const epoll_event& event, bool& woken) {
 
 bool HttpClient::Impl::handle_wake() {
   std::vector<Pending> cancelled;
+  std::vector<uint64_t> cancel_ids;
   bool cancel = false;
   {
     std::lock_guard lock(mutex_);
     if (stop_requested_) return false;
     draining_.swap(queue_);
     cancelled.swap(cancelled_queue_);
+    cancel_ids.swap(cancel_ids_);
     cancel = std::exchange(cancel_requested_, false);
+  }
+  // Single cancellations are rare (a task's deadline): a scan is enough.
+  for (uint64_t id : cancel_ids) {
+    auto queued = std::find_if(draining_.begin(), draining_.end(), [&](const Pending& p) { return p.request.id == id; });
+    if (queued != draining_.end()) {
+      reject(std::move(*queued), Transport::cancelled, "cancelled");
+      draining_.erase(queued);
+      continue;
+    }
+    auto active = std::find_if(active_.begin(), active_.end(), [&](const auto& t) { return t->request.id == id; });
+    if (active != active_.end()) abort(**active, Transport::cancelled, "cancelled");
   }
   if (cancel) {
     // Everything active now was submitted before cancel_all(); what is in
@@ -486,6 +509,7 @@ void HttpClient::submit(std::vector<HttpRequest>&& batch) { impl_->submit(std::m
 void HttpClient::submit(HttpRequest&& request) { impl_->submit(std::move(request)); }
 
 void HttpClient::cancel_all() { impl_->cancel_all(); }
+void HttpClient::cancel(uint64_t id) { impl_->cancel(id); }
 
 size_t HttpClient::in_flight() const { return impl_->in_flight(); }
 

@@ -34,6 +34,10 @@ class HttpClient {
   // Thread-safe: aborts every transfer; each is delivered with Transport::cancelled.
   void cancel_all();
 
+  // Thread-safe: aborts the transfer of this request id (queued or active),
+  // delivered with Transport::cancelled; an id no longer in flight is ignored.
+  void cancel(uint64_t id);
+
   size_t in_flight() const;  // submitted and not yet delivered
 
  private:

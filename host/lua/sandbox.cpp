@@ -136,7 +136,35 @@ int sandbox_require(lua_State* L) {
   return 1;
 }
 
+// A package.loaders entry: shepherd.* from the packaged library, else a
+// note for require's "module not found" message.
+int packaged_loader(lua_State* L) {
+  const char* name = luaL_checkstring(L, 1);
+  if (std::strncmp(name, "shepherd.", 9) != 0) {
+    lua_pushfstring(L, "\n\tno packaged module '%s'", name);
+    return 1;
+  }
+  if (!push_module_chunk(L, name)) return lua_error(L);
+  return 1;
+}
+
 }  // namespace
+
+void install_packaged_loader(lua_State* L) {
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "loaders");
+  if (lua_istable(L, -1)) {
+    // After the preload searcher (1), before the path searchers.
+    int n = static_cast<int>(lua_objlen(L, -1));
+    for (int i = n; i >= 2; --i) {
+      lua_rawgeti(L, -1, i);
+      lua_rawseti(L, -2, i + 1);
+    }
+    lua_pushcfunction(L, packaged_loader);
+    lua_rawseti(L, -2, 2);
+  }
+  lua_pop(L, 2);
+}
 
 void push_sandbox_env(lua_State* L) {
   // string.dump would hand out bytecode, and ("").dump reaches the state's

@@ -148,7 +148,7 @@ void Store::ensure_tasks(const std::string& suite, const std::vector<TaskSeed>& 
 std::vector<StoredTask> Store::load_tasks(const std::string& suite) {
   return details::guard(codes::IO_ERROR, db_->getFilename(), "load tasks", [&] {
     SQLite::Statement query(
-        *db_, "SELECT id, state, attempts, request_hash FROM tasks WHERE suite = ? ORDER BY seq");
+        *db_, "SELECT id, state, attempts, request_hash, conversation FROM tasks WHERE suite = ? ORDER BY seq");
     query.bind(1, suite);
     std::vector<StoredTask> tasks;
     while (query.executeStep()) {
@@ -157,6 +157,7 @@ std::vector<StoredTask> Store::load_tasks(const std::string& suite) {
       task.state = task_state_from(query.getColumn(1).getText());
       task.attempts = query.getColumn(2).getInt();
       details::read_text(task.request_hash, query.getColumn(3));
+      task.conversation = query.getColumn(4).getInt();
     }
     return tasks;
   });
@@ -164,10 +165,12 @@ std::vector<StoredTask> Store::load_tasks(const std::string& suite) {
 
 int Store::reset_to_pending(const std::vector<std::string>& ids) {
   return details::guard(codes::STORE_WRITE_FAILED, db_->getFilename(), "reset tasks", [&] {
-    // The answer goes: the task is sent again. Its attempts stay as history.
+    // The answer goes: the task is sent again. Its attempts stay as history;
+    // a conversation starts afresh instead of replaying the old one.
     SQLite::Transaction transaction(*db_, SQLite::TransactionBehavior::IMMEDIATE);
     SQLite::Statement update(*db_,
-                             "UPDATE tasks SET state = 'pending', content = NULL, updated_at = ? WHERE id = ?");
+                             "UPDATE tasks SET state = 'pending', content = NULL, conversation = conversation + 1, "
+                             "updated_at = ? WHERE id = ?");
     update.bind(1, unix_now());
     int n = 0;
     for (const auto& id : ids) {
@@ -193,8 +196,9 @@ std::vector<std::pair<std::string, int64_t>> Store::other_suites(const std::stri
 int Store::reset_failed(const std::string& suite) {
   return details::guard(codes::STORE_WRITE_FAILED, db_->getFilename(), "reset failed tasks", [&] {
     // Error fields stay: they describe the last attempt until the next one.
+    // A conversation is tried afresh, not replayed to the same failure.
     SQLite::Statement update(*db_,
-                             "UPDATE tasks SET state = 'pending', updated_at = ? "
+                             "UPDATE tasks SET state = 'pending', conversation = conversation + 1, updated_at = ? "
                              "WHERE suite = ? AND state = 'failed'");
     update.bind(1, unix_now());
     update.bind(2, suite);

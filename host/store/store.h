@@ -32,7 +32,7 @@ struct ExportRow {
 
 class Store {
  public:
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
   enum class Mode { read_write, read_only };
 
   // read_write creates the file and migrates; read_only requires an existing

@@ -22,7 +22,7 @@
 namespace shepherd {
 namespace {
 
-using Record = std::variant<AttemptRecord, TaskStateRecord, EventRecord>;
+using Record = std::variant<AttemptRecord, TaskResultRecord, TaskStateRecord, EventRecord>;
 
 template <class... F>
 struct overloaded : F... {
@@ -37,15 +37,26 @@ constexpr int kCheckpointFrames = 1000;
 constexpr const char* kInsertAttempt =
     "INSERT INTO attempts(task, run, n, key_id, endpoint, model_requested, model_answered, "
     "http_status, transport, class, decision, error_code, error_message, policy_version, "
-    "latency_ms, prompt_tokens, completion_tokens, started_at, ended_at, response, request_hash, delay_ms) "
+    "latency_ms, prompt_tokens, completion_tokens, started_at, ended_at, response, request_hash, delay_ms, "
+    "turn, conversation) "
     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, "
-    "?19, ?20, ?21, ?22)";
+    "?19, ?20, ?21, ?22, ?23, ?24)";
 
 // An unknown answering model (NULL) keeps the one recorded before.
 constexpr const char* kUpdateTaskAfterAttempt =
     "UPDATE tasks SET state = ?1, attempts = ?2, model = coalesce(?3, model), content = ?4, "
     "error_code = ?5, error_message = ?6, last_class = ?7, latency_ms = ?8, usage = ?9, "
     "updated_at = ?10, request_hash = coalesce(?12, request_hash) WHERE id = ?11";
+
+// A conversation's turn leaves the task pending: only its result ends it.
+constexpr const char* kUpdateTaskAfterTurn =
+    "UPDATE tasks SET attempts = ?1, last_class = ?2, turns = ?3, conversation = ?4, updated_at = ?5 "
+    "WHERE id = ?6";
+
+constexpr const char* kUpdateTaskResult =
+    "UPDATE tasks SET state = ?1, model = coalesce(?2, model), content = ?3, error_code = ?4, "
+    "error_message = ?5, latency_ms = ?6, usage = ?7, request_hash = coalesce(?8, request_hash), "
+    "turns = ?9, conversation = ?10, transcript = ?11, updated_at = ?12, last_class = ?14 WHERE id = ?13";
 
 constexpr const char* kUpdateTaskState =
     "UPDATE tasks SET state = ?1, error_code = ?2, error_message = ?3, updated_at = ?4 "
@@ -62,6 +73,11 @@ void bind_state(SQLite::Statement& st, int index, TaskState state) {
 void redact(AttemptRecord& r, const Redactor& redactor) {
   for (std::string* text : {&r.response, &r.content, &r.model_answered, &r.error_message, &r.error_code, &r.cls,
                             &r.decision, &r.usage_json, &r.endpoint, &r.model_requested}) {
+    redactor.scrub(*text);
+  }
+}
+void redact(TaskResultRecord& r, const Redactor& redactor) {
+  for (std::string* text : {&r.content, &r.error_code, &r.error_message, &r.cls, &r.model, &r.usage_json, &r.transcript}) {
     redactor.scrub(*text);
   }
 }
@@ -84,6 +100,8 @@ class Writer::Impl {
         db_(details::open_store(db_path, details::Access::read_write)),
         insert_attempt_(prepare(kInsertAttempt)),
         update_task_after_attempt_(prepare(kUpdateTaskAfterAttempt)),
+        update_task_after_turn_(prepare(kUpdateTaskAfterTurn)),
+        update_task_result_(prepare(kUpdateTaskResult)),
         update_task_state_(prepare(kUpdateTaskState)),
         insert_event_(prepare(kInsertEvent)) {
     details::guard(codes::STORE_OPEN_FAILED, path_, "configure writer", [&] {
@@ -195,6 +213,7 @@ class Writer::Impl {
     for (const Record& record : batch) {
       std::visit(overloaded{
                      [&](const AttemptRecord& r) { write(r, now); },
+                     [&](const TaskResultRecord& r) { write(r, now); },
                      [&](const TaskStateRecord& r) { write(r, now); },
                      [&](const EventRecord& r) { write(r); },
                  },
@@ -230,8 +249,29 @@ class Writer::Impl {
     details::bind_text_ref(a, 21, r.request_hash);
     if (r.delay_ms >= 0) a.bind(22, static_cast<int64_t>(r.delay_ms));
     else a.bind(22);
+    if (r.turn > 0) {
+      a.bind(23, r.turn);
+      a.bind(24, r.conversation);
+    } else {
+      a.bind(23);
+      a.bind(24);
+    }
     a.exec();
     a.reset();
+
+    if (r.turn > 0) {
+      SQLite::Statement& t = update_task_after_turn_;
+      t.bind(1, r.task_attempts);
+      details::bind_text_ref(t, 2, r.cls);
+      // The turns answered so far: this one, if it was answered.
+      t.bind(3, r.decision == "answered" ? r.turn : r.turn - 1);
+      t.bind(4, r.conversation);
+      t.bind(5, now);
+      t.bindNoCopy(6, r.task_id);
+      t.exec();
+      t.reset();
+      return;
+    }
 
     SQLite::Statement& t = update_task_after_attempt_;
     bind_state(t, 1, r.task_state);
@@ -246,6 +286,27 @@ class Writer::Impl {
     t.bind(10, now);
     t.bindNoCopy(11, r.task_id);
     details::bind_text_ref(t, 12, r.request_hash);
+    t.exec();
+    t.reset();
+  }
+
+  void write(const TaskResultRecord& r, double now) {
+    SQLite::Statement& t = update_task_result_;
+    bind_state(t, 1, r.state);
+    details::bind_text_ref(t, 2, r.model);
+    details::bind_text_ref(t, 3, r.content);
+    details::bind_text_ref(t, 4, r.error_code);
+    details::bind_text_ref(t, 5, r.error_message);
+    if (r.latency_ms >= 0) t.bind(6, r.latency_ms);
+    else t.bind(6);
+    details::bind_text_ref(t, 7, r.usage_json);
+    details::bind_text_ref(t, 8, r.request_hash);
+    t.bind(9, r.turns);
+    t.bind(10, r.conversation);
+    details::bind_text_ref(t, 11, r.transcript);
+    t.bind(12, now);
+    t.bindNoCopy(13, r.task_id);
+    details::bind_text_ref(t, 14, r.cls);
     t.exec();
     t.reset();
   }
@@ -311,6 +372,8 @@ class Writer::Impl {
   std::unique_ptr<SQLite::Database> db_;  // declared before the statements: outlives them
   SQLite::Statement insert_attempt_;
   SQLite::Statement update_task_after_attempt_;
+  SQLite::Statement update_task_after_turn_;
+  SQLite::Statement update_task_result_;
   SQLite::Statement update_task_state_;
   SQLite::Statement insert_event_;
 
@@ -335,6 +398,7 @@ Writer::Writer(const std::string& db_path, std::function<void()> on_failure)
 Writer::~Writer() = default;
 
 void Writer::push(AttemptRecord&& record) { impl_->push(std::move(record)); }
+void Writer::push(TaskResultRecord&& record) { impl_->push(std::move(record)); }
 void Writer::push(TaskStateRecord&& record) { impl_->push(std::move(record)); }
 void Writer::push(EventRecord&& record) { impl_->push(std::move(record)); }
 

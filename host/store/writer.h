@@ -25,6 +25,7 @@ class Writer {
   // Thread-safe, never blocks on the database. Every text is redacted
   // (core/redactor.h) before it is queued.
   void push(AttemptRecord&& record);
+  void push(TaskResultRecord&& record);
   void push(TaskStateRecord&& record);
   void push(EventRecord&& record);
 

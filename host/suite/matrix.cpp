@@ -1,12 +1,51 @@
 #include "suite/matrix.h"
 
+#include <algorithm>
+
 #include "core/hash.h"
+#include "core/text.h"
 
 namespace shepherd {
+
+namespace {
+
+// A value as a path segment: text as it is, a record by its name or id.
+std::string label_part(const nlohmann::json& v) {
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_object()) {
+    for (const char* key : {"name", "id", "path"}) {
+      auto it = v.find(key);
+      if (it != v.end() && (it->is_string() || it->is_number())) return label_part(*it);
+    }
+  }
+  std::string text = safe_dump(v);
+  return text.size() > 40 ? text.substr(0, 37) + "..." : text;
+}
+
+}  // namespace
 
 Matrix::Matrix(const std::vector<Dimension>& dims) : dims_(dims) {
   for (const auto& d : dims_) size_ *= d.values.size();
   if (dims_.empty()) size_ = 0;
+  for (size_t i = 0; i < dims_.size(); ++i) label_order_.push_back(i);
+  // File order where known; on one line the model first, then by name
+  // (dims_ is sorted by name, and the sort is stable).
+  std::stable_sort(label_order_.begin(), label_order_.end(), [&](size_t a, size_t b) {
+    int la = dims_[a].source_line > 0 ? dims_[a].source_line : INT32_MAX;
+    int lb = dims_[b].source_line > 0 ? dims_[b].source_line : INT32_MAX;
+    if (la != lb) return la < lb;
+    return dims_[a].name == "model" && dims_[b].name != "model";
+  });
+}
+
+std::string Matrix::label(uint64_t ordinal) const {
+  auto idx = value_indices(ordinal);
+  std::string out;
+  for (size_t i : label_order_) {
+    if (!out.empty()) out += '/';
+    out += label_part(dims_[i].values[idx[i]]);
+  }
+  return out;
 }
 
 std::vector<uint32_t> Matrix::value_indices(uint64_t ordinal) const {

@@ -25,8 +25,14 @@ class Matrix {
   std::vector<uint32_t> value_indices(uint64_t ordinal) const;
   nlohmann::json cell(uint64_t ordinal) const;  // {"dim": value, ...}
 
+  // The cell as people name it in logs: its values joined by '/', in the
+  // order the suite file lists the dimensions
+  // ("qwen2.5-7b-instruct/flawed_tool_misuse/easy/basic_task/17").
+  std::string label(uint64_t ordinal) const;
+
  private:
   std::vector<Dimension> dims_;
+  std::vector<size_t> label_order_;
   uint64_t size_ = 1;
 };
 

@@ -89,6 +89,7 @@ struct ProviderSpec {
 struct Dimension {
   std::string name;
   std::vector<nlohmann::json> values;  // in file order
+  int source_line = 0;  // where the suite names it: logs show a cell's values in the file's order
 };
 
 struct RetryConfig {
@@ -103,6 +104,15 @@ struct RetryConfig {
   int poison_after = 5;  // the same error this many times in a row fails the task as POISONED
 
   nlohmann::json to_json() const;
+};
+
+// The bounds of a conversation (a suite's task(cell, llm)). max_open: how
+// many conversations may be open at once; 0 picks twice the slots' total
+// concurrency (a turn waits for a slot while its neighbours think).
+struct ConversationSpec {
+  int max_turns = 20;
+  long task_timeout_ms = 1'800'000;
+  int max_open = 0;
 };
 
 // When a group of tasks deserves a re-test (retest.lua reads this).
@@ -133,6 +143,8 @@ struct Suite {
   std::vector<Dimension> dims;  // sorted by name: the order never depends on the file
   bool model_is_dimension = false;
   std::vector<std::string> models;  // every model used: the matrix's or the resource list
+  bool has_task = false;  // task(cell, llm): a conversation per task instead of request(cell)
+  ConversationSpec conversation;
   bool has_check = false;
   bool has_key_for = false;  // key_for(cell, keys): a preferred key per task
   RetryConfig retry;

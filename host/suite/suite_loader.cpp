@@ -16,6 +16,7 @@
 #include "lua/api.h"
 #include "lua/call_limit.h"
 #include "lua/lua_call.h"
+#include "lua/sandbox.h"
 #include "lua/lua_json.h"
 #include "suite/field_lines.h"
 #include "suite/suite.h"
@@ -501,6 +502,17 @@ void read_retry(const SuiteReader& r, lua_State* L, int idx, RetryConfig& retry)
   retry.poison_after = static_cast<int>(r.number_field(idx, "poison_after", p, retry.poison_after, 2, 1000, true));
 }
 
+void read_conversation(const SuiteReader& r, lua_State* L, int idx, const Suite& suite, ConversationSpec& c) {
+  if (lua_isnil(L, idx)) return;
+  Path p{"conversation"};
+  if (!suite.has_task) r.invalid(p, "only a suite with task(cell, llm) has conversations");
+  r.expect(idx, LUA_TTABLE, p, "a table");
+  r.check_fields(idx, {"max_turns", "task_timeout_ms", "max_open"}, p);
+  c.max_turns = static_cast<int>(r.number_field(idx, "max_turns", p, c.max_turns, 1, 10'000, true));
+  c.task_timeout_ms = static_cast<long>(r.number_field(idx, "task_timeout_ms", p, c.task_timeout_ms, 1, 7 * 86'400'000.0, true));
+  c.max_open = static_cast<int>(r.number_field(idx, "max_open", p, c.max_open, 1, 1'000'000, true));
+}
+
 void read_maintain(const SuiteReader& r, lua_State* L, int idx, const Suite& suite, MaintainConfig& m) {
   if (lua_isnil(L, idx)) return;
   Path p{"maintain"};
@@ -544,6 +556,7 @@ void push_suite_table(lua_State* L, const std::string& path, const std::string& 
   lua_pushstring(L, (dir + "/?.lua;" + dir + "/?/init.lua").c_str());
   lua_setfield(L, -2, "path");
   lua_pop(L, 1);
+  install_packaged_loader(L);
   lua_getglobal(L, "shepherd");
   if (lua_istable(L, -1)) {
     lua_pushstring(L, dir.c_str());
@@ -595,7 +608,7 @@ Suite load_suite(const std::string& path, const SuiteLoadOptions& options) {
   push_suite_table(L, suite.path, suite.dir, suite.source);
   int t = lua_gettop(L);
   SuiteReader r(L, suite);
-  r.check_fields(t, {"name", "description", "providers", "matrix", "models", "request", "check", "key_for",
+  r.check_fields(t, {"name", "description", "providers", "matrix", "models", "request", "task", "conversation", "check", "key_for",
                      "retry", "maintain", "policies"}, {});
 
   suite.name = r.string_field(t, "name", {}, true);
@@ -626,6 +639,7 @@ Suite load_suite(const std::string& path, const SuiteLoadOptions& options) {
   int matrix = r.get(t, "matrix");
   suite.dims = read_matrix(r, L, matrix);
   lua_pop(L, 1);
+  for (auto& d : suite.dims) d.source_line = find_field_line(suite.source, {"matrix", d.name});
 
   auto served = [&](const std::string& model) {
     for (const auto& p : suite.providers)
@@ -661,12 +675,30 @@ Suite load_suite(const std::string& path, const SuiteLoadOptions& options) {
     }
   }
 
+  // One request per task, or one conversation per task: never both.
   int request = r.get(t, "request");
-  if (lua_isnil(L, request)) r.invalid({"request"}, "required field is missing");
-  r.expect(request, LUA_TFUNCTION, {"request"}, "a function(cell) returning the request body");
+  int task = r.get(t, "task");
+  suite.has_task = !lua_isnil(L, task);
+  if (lua_isnil(L, request) && !suite.has_task) {
+    r.invalid({"request"}, "required field is missing (or give task(cell, llm) for a conversation)");
+  }
+  if (!lua_isnil(L, request) && suite.has_task) {
+    r.invalid({"task"}, "give request(cell) or task(cell, llm), not both");
+  }
+  if (suite.has_task) {
+    r.expect(task, LUA_TFUNCTION, {"task"}, "a function(cell, llm) returning the task's result");
+  } else {
+    r.expect(request, LUA_TFUNCTION, {"request"}, "a function(cell) returning the request body");
+  }
+  lua_pop(L, 2);
+  int conversation = r.get(t, "conversation");
+  read_conversation(r, L, conversation, suite, suite.conversation);
   lua_pop(L, 1);
   int check = r.get(t, "check");
-  if (!lua_isnil(L, check)) r.expect(check, LUA_TFUNCTION, {"check"}, "a function(cell, response)");
+  if (!lua_isnil(L, check)) {
+    r.expect(check, LUA_TFUNCTION, {"check"},
+             suite.has_task ? "a function(cell, result)" : "a function(cell, response)");
+  }
   suite.has_check = !lua_isnil(L, check);
   lua_pop(L, 1);
   int key_for = r.get(t, "key_for");

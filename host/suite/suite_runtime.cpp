@@ -7,6 +7,7 @@
 #include "core/hash.h"
 #include "core/text.h"
 #include "lua/api.h"
+#include "lua/api_llm.h"
 #include "lua/call_limit.h"
 #include "lua/lua_call.h"
 #include "lua/lua_json.h"
@@ -78,7 +79,47 @@ void SuiteRuntime::push_cell(uint64_t ordinal) {
   lua_pop(lua_, 1);
 }
 
+std::string SuiteRuntime::first_model(uint64_t ordinal) const {
+  if (!suite_.model_is_dimension) return suite_.models.empty() ? std::string() : suite_.models.front();
+  const auto& dims = matrix_.dims();
+  auto idx = matrix_.value_indices(ordinal);
+  for (size_t d = 0; d < dims.size(); ++d)
+    if (dims[d].name == "model") return dims[d].values[idx[d]].get<std::string>();
+  return {};
+}
+
+bool SuiteRuntime::first_turn_body(uint64_t ordinal, nlohmann::json& body, std::string& error) {
+  StackGuard guard(lua_);
+  lua_State* co = lua_newthread(lua_);  // anchored on the stack until the guard pops it
+  push_function("task");
+  push_cell(ordinal);
+  push_llm(lua_, co, LlmInit{task_id_for(suite_.name, matrix_.cell(ordinal)), 1, first_model(ordinal)});
+  lua_xmove(lua_, co, 3);
+  int status = 0;
+  {
+    CallLimit limit(lua_, kSuiteCallBudget);
+    MemoryLimit memory(lua_, kSuiteCallMemory);
+    status = lua_resume(co, 2);
+  }
+  if (status == LUA_YIELD && is_chat_yield(co, lua_gettop(co))) {
+    if (!try_to_json(co, lua_gettop(co), body, error, "llm:chat body") || !body.is_object()) {
+      error = clip_text("task(cell, llm): the first llm:chat body is not a JSON object" +
+                        (error.empty() ? std::string() : ": " + error));
+      return false;
+    }
+    return true;
+  }
+  if (status == 0 || status == LUA_YIELD) {
+    error = "task(cell, llm) ended before its first llm:chat";
+  } else {
+    const char* msg = lua_tostring(co, -1);
+    error = clip_text(std::string("task(cell, llm) raised: ") + (msg ? msg : "(an error object)"));
+  }
+  return false;
+}
+
 bool SuiteRuntime::request_body(uint64_t ordinal, nlohmann::json& body, std::string& error) {
+  if (suite_.has_task) return first_turn_body(ordinal, body, error);
   StackGuard guard(lua_);
   push_function("request");
   push_cell(ordinal);
@@ -157,6 +198,22 @@ bool SuiteRuntime::check(uint64_t ordinal, const CheckInput& in, std::string& re
       lua_setfield(lua_, -2, "usage");
     }
   }
+  return call_check(reason);
+}
+
+bool SuiteRuntime::check_result(uint64_t ordinal, int index, std::string& reason) {
+  if (index < 0) index = lua_gettop(lua_) + index + 1;
+  const int top = lua_gettop(lua_) - 1;  // the result goes
+  push_function("check");
+  push_cell(ordinal);
+  lua_pushvalue(lua_, index);
+  lua_remove(lua_, index);
+  bool ok = call_check(reason);
+  lua_settop(lua_, top);
+  return ok;
+}
+
+bool SuiteRuntime::call_check(std::string& reason) {
   LuaFailure failure;
   bool ok = false;
   {

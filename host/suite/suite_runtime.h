@@ -1,6 +1,6 @@
 #pragma once
-// The suite's own functions, live in one Lua state: request(cell),
-// key_for(cell, keys) and check(cell, response). Every call is protected and
+// The suite's own functions, live in one Lua state: request(cell) or
+// task(cell, llm), key_for(cell, keys) and check(cell, response|result). Every call is protected and
 // bounded in time and memory. Workers share the state with their policies;
 // status and export use one to see which stored answers are stale.
 #include <cstdint>
@@ -36,6 +36,8 @@ class SuiteRuntime {
 
   // request(cell): the body as the suite builds it (the host sets `model`
   // afterwards). False, with `error`, when it raises or returns no object.
+  // A task suite's body is that of its first turn: task(cell, llm) runs up
+  // to its first llm:chat, which never returns.
   bool request_body(uint64_t ordinal, nlohmann::json& body, std::string& error);
 
   // key_for(cell, keys): the index of the preferred key, or -1. Throws
@@ -45,10 +47,20 @@ class SuiteRuntime {
   // check(cell, response): true, or false with `reason`.
   bool check(uint64_t ordinal, const CheckInput& response, std::string& reason);
 
- private:
-  void verify_matrix();
+  // check(cell, result) of a task suite, with the result at `index` (popped).
+  bool check_result(uint64_t ordinal, int index, std::string& reason);
+
   void push_cell(uint64_t ordinal);
   void push_function(const char* name);  // suite[name], raw
+  const Suite& suite() const { return suite_; }
+  const Matrix& matrix() const { return matrix_; }
+  // The model a cell's conversation talks to before any switch.
+  std::string first_model(uint64_t ordinal) const;
+
+ private:
+  void verify_matrix();
+  bool first_turn_body(uint64_t ordinal, nlohmann::json& body, std::string& error);
+  bool call_check(std::string& reason);  // check and its two arguments are on the stack
 
   const Suite& suite_;
   const Matrix& matrix_;

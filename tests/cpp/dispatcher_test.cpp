@@ -80,7 +80,7 @@ TEST(Dispatcher, AFullModelDoesNotBlockAnother) {
   // Model 1 frees up while model 0 stays full: model 1's next task goes.
   const Launch& b = launches[0].task == b0 ? launches[0] : launches[1];
   d.release(b.slot);
-  d.finish(TaskState::done);
+  d.finish(b.task, TaskState::done);
   auto next = take(d, now, 100);
   ASSERT_EQ(next.size(), 1u);
   EXPECT_EQ(next[0].task, b1);
@@ -98,7 +98,7 @@ TEST(Dispatcher, LimitsAreRespected) {
   EXPECT_TRUE(take(d, now, 100).empty());
 
   d.release(launches[0].slot);
-  d.finish(TaskState::done);
+  d.finish(launches[0].task, TaskState::done);
   auto one = take(d, now, 100);
   ASSERT_EQ(one.size(), 1u);
   EXPECT_EQ(one[0].slot, launches[0].slot);
@@ -168,7 +168,7 @@ TEST(Dispatcher, BackToQueueGoesFirst) {
   ASSERT_EQ(again.size(), 1u);
   EXPECT_EQ(again[0].task, a);  // ahead of b, which waited behind it
   d.release(again[0].slot);
-  d.finish(TaskState::done);
+  d.finish(again[0].task, TaskState::done);
   auto then = take(d, now, 100);
   ASSERT_EQ(then.size(), 1u);
   EXPECT_EQ(then[0].task, b);
@@ -190,9 +190,9 @@ TEST(Dispatcher, FinishCounters) {
   auto launches = take(d, now, 100);
   ASSERT_EQ(launches.size(), 3u);
   EXPECT_FALSE(d.idle());
-  d.finish(TaskState::done);
-  d.finish(TaskState::failed);
-  d.finish(TaskState::pending);  // left for a later run
+  d.finish(launches[0].task, TaskState::done);
+  d.finish(launches[1].task, TaskState::failed);
+  d.finish(launches[2].task, TaskState::pending);  // left for a later run
   for (const auto& l : launches) d.release(l.slot);
   c = d.counters();
   EXPECT_EQ(c.total, 10u);
@@ -200,7 +200,7 @@ TEST(Dispatcher, FinishCounters) {
   EXPECT_EQ(c.failed, 3u);
   EXPECT_EQ(c.in_flight, 0u);
   EXPECT_EQ(c.waiting, 0u);
-  EXPECT_EQ(c.done_now, 3u);
+  EXPECT_EQ(c.done_now, 2u);
   EXPECT_TRUE(d.idle());
 }
 
@@ -216,7 +216,7 @@ TEST(Dispatcher, StopDispatching) {
   EXPECT_FALSE(d.idle());  // one still in flight
   d.release(first[0].slot);
   EXPECT_TRUE(take(d, now, 100).empty());  // b waits, with a free slot
-  d.finish(TaskState::done);
+  d.finish(first[0].task, TaskState::done);
   EXPECT_TRUE(d.idle());  // nothing in flight; b stays pending
   EXPECT_EQ(d.counters().waiting, 1u);
 

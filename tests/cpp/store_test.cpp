@@ -61,7 +61,7 @@ Error expect_error(F&& f) {
 TEST_F(StoreTest, CreatesSchemaAtCurrentVersionInWalMode) {
   Store store(path_, Store::Mode::read_write);
   EXPECT_EQ(store.schema_version(), Store::kSchemaVersion);
-  EXPECT_EQ(Store::kSchemaVersion, 2);
+  EXPECT_EQ(Store::kSchemaVersion, 3);
   for (const char* table : {"meta", "runs", "tasks", "attempts", "events"}) {
     EXPECT_TRUE(store.db().tableExists(table)) << table;
   }
@@ -94,34 +94,40 @@ TEST_F(StoreTest, MigratesAVersionOneStoreKeepingItsData) {
     store.ensure_tasks("s", {{"t1", R"({"a":1})"}});
     store.db().exec("ALTER TABLE attempts DROP COLUMN request_hash; ALTER TABLE attempts DROP COLUMN delay_ms;"
                     "ALTER TABLE tasks DROP COLUMN request_hash;"
+                    "ALTER TABLE attempts DROP COLUMN turn; ALTER TABLE attempts DROP COLUMN conversation;"
+                    "ALTER TABLE tasks DROP COLUMN turns; ALTER TABLE tasks DROP COLUMN conversation;"
+                    "ALTER TABLE tasks DROP COLUMN transcript;"
                     "UPDATE meta SET value = '1' WHERE key = 'schema_version'");
   }
   const Error e = expect_error([&] { Store reader(path_, Store::Mode::read_only); });
   EXPECT_EQ(e.code(), codes::STORE_OPEN_FAILED) << "a reader asks for a run to migrate";
   Store store(path_, Store::Mode::read_write);
-  EXPECT_EQ(store.schema_version(), 2);
+  EXPECT_EQ(store.schema_version(), 3);
   auto tasks = store.load_tasks("s");
   ASSERT_EQ(tasks.size(), 1u);
   EXPECT_EQ(tasks[0].request_hash, "");
+  EXPECT_EQ(tasks[0].conversation, 1);
   EXPECT_EQ(store.db().execAndGet("SELECT count(*) FROM pragma_table_info('attempts') WHERE name IN "
-                                  "('request_hash', 'delay_ms')").getInt(), 2);
+                                  "('request_hash', 'delay_ms', 'turn', 'conversation')").getInt(), 4);
+  EXPECT_EQ(store.db().execAndGet("SELECT count(*) FROM pragma_table_info('tasks') WHERE name IN "
+                                  "('turns', 'conversation', 'transcript')").getInt(), 3);
 }
 
 TEST_F(StoreTest, RefusesSchemaNewerThanThisBuild) {
   {
     Store store(path_, Store::Mode::read_write);
-    store.db().exec("UPDATE meta SET value = '3' WHERE key = 'schema_version'");
+    store.db().exec("UPDATE meta SET value = '4' WHERE key = 'schema_version'");
   }
   for (Store::Mode mode : {Store::Mode::read_write, Store::Mode::read_only}) {
     const Error e = expect_error([&] { Store store(path_, mode); });
     EXPECT_EQ(e.code(), codes::STORE_SCHEMA_TOO_NEW);
     EXPECT_EQ(e.stage(), Stage::storage);
-    EXPECT_EQ(e.details().value("found", 0), 3);
+    EXPECT_EQ(e.details().value("found", 0), 4);
   }
   // The refusal must not have touched the file.
   SQLite::Database raw(path_);
   EXPECT_EQ(raw.execAndGet("SELECT value FROM meta WHERE key = 'schema_version'").getString(),
-            "3");
+            "4");
 }
 
 TEST_F(StoreTest, ReadOnlyOnMissingFileAsksToRunFirst) {

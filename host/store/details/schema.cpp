@@ -28,7 +28,7 @@ struct Migration {
 };
 
 // Append-only: a released step is never edited, a change is a new step.
-constexpr std::array<Migration, 2> kMigrations = {{
+constexpr std::array<Migration, 3> kMigrations = {{
     {1, R"sql(
 CREATE TABLE meta(
   key   TEXT PRIMARY KEY,
@@ -111,6 +111,16 @@ CREATE INDEX events_by_run ON events(run);
 ALTER TABLE attempts ADD COLUMN request_hash TEXT;
 ALTER TABLE attempts ADD COLUMN delay_ms INTEGER;
 ALTER TABLE tasks ADD COLUMN request_hash TEXT;
+)sql"},
+    // v3: conversations. An attempt may be one turn of a task's conversation
+    // (which one, and of which try at the conversation); a task counts its
+    // turns, names the conversation a run continues, and keeps its transcript.
+    {3, R"sql(
+ALTER TABLE attempts ADD COLUMN turn INTEGER;
+ALTER TABLE attempts ADD COLUMN conversation INTEGER;
+ALTER TABLE tasks ADD COLUMN turns INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN conversation INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE tasks ADD COLUMN transcript TEXT;
 )sql"},
 }};
 
