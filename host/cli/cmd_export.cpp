@@ -14,23 +14,30 @@ namespace shepherd::cli {
 
 namespace {
 
-nlohmann::json record_of(const ExportRow& r) {
+nlohmann::json record_of(const ExportRow& r, bool transcripts) {
   auto or_null = [](const std::string& s) { return s.empty() ? nlohmann::json() : nlohmann::json(s); };
   nlohmann::json error;
   if (!r.error_code.empty()) error = {{"code", r.error_code}, {"message", r.error_message}};
   nlohmann::json usage;
   if (!r.usage_json.empty()) usage = nlohmann::json::parse(r.usage_json, nullptr, false);
   if (usage.is_discarded()) usage = nullptr;
-  return {{"task", r.task},
-          {"dims", nlohmann::json::parse(r.dims_json)},
-          {"state", std::string(to_string(r.state))},
-          {"model", or_null(r.model)},
-          {"content", r.state == TaskState::done ? nlohmann::json(r.content) : nlohmann::json()},
-          {"attempts", r.attempts},
-          {"error", error},
-          {"latency_ms", r.latency_ms >= 0 ? nlohmann::json(r.latency_ms) : nlohmann::json()},
-          {"usage", usage},
-          {"stale", r.stale}};
+  nlohmann::json out = {{"task", r.task},
+                        {"dims", nlohmann::json::parse(r.dims_json)},
+                        {"state", std::string(to_string(r.state))},
+                        {"model", or_null(r.model)},
+                        {"content", r.state == TaskState::done ? nlohmann::json(r.content) : nlohmann::json()},
+                        {"attempts", r.attempts},
+                        {"turns", r.turns},
+                        {"error", error},
+                        {"latency_ms", r.latency_ms >= 0 ? nlohmann::json(r.latency_ms) : nlohmann::json()},
+                        {"usage", usage},
+                        {"stale", r.stale}};
+  if (transcripts) {
+    nlohmann::json messages;
+    if (!r.transcript.empty()) messages = nlohmann::json::parse(r.transcript, nullptr, false);
+    out["transcript"] = messages.is_discarded() ? nlohmann::json() : std::move(messages);
+  }
+  return out;
 }
 
 // RFC 4180: quote every field that needs it, double the quotes inside.
@@ -50,8 +57,8 @@ std::string csv_value(const nlohmann::json& v) {
   return csv_field(safe_dump(v));
 }
 
-const char* const kFields[] = {"task", "dims", "state", "model", "content", "attempts", "error", "latency_ms", "usage",
-                               "stale"};
+const char* const kFields[] = {"task",  "dims",       "state", "model", "content",   "attempts",
+                               "turns", "error", "latency_ms", "usage", "stale", "transcript"};
 
 }  // namespace
 
@@ -70,19 +77,23 @@ int cmd_export(const GlobalOptions&, const ExportArgs& a) {
   }
   std::ostream& out = a.out.empty() ? std::cout : file;
   bool csv = a.format == "csv";
+  const size_t fields = std::size(kFields) - (a.transcripts ? 0 : 1);  // transcript is last
   if (csv) {
-    for (size_t i = 0; i < std::size(kFields); ++i) out << (i ? "," : "") << kFields[i];
+    for (size_t i = 0; i < fields; ++i) out << (i ? "," : "") << kFields[i];
     out << "\r\n";
   }
-  store.export_tasks(suite.name, [&](const ExportRow& row) {
-    nlohmann::json rec = record_of(row);
-    if (!csv) {
-      out << safe_dump(rec) << '\n';
-      return;
-    }
-    for (size_t i = 0; i < std::size(kFields); ++i) out << (i ? "," : "") << csv_value(rec[kFields[i]]);
-    out << "\r\n";
-  });
+  store.export_tasks(
+      suite.name,
+      [&](const ExportRow& row) {
+        nlohmann::json rec = record_of(row, a.transcripts);
+        if (!csv) {
+          out << safe_dump(rec) << '\n';
+          return;
+        }
+        for (size_t i = 0; i < fields; ++i) out << (i ? "," : "") << csv_value(rec[kFields[i]]);
+        out << "\r\n";
+      },
+      a.transcripts);
   out.flush();
   if (!out) throw Error(codes::IO_ERROR, "writing the export failed", Stage::execution);
   return kExitOk;

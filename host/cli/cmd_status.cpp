@@ -46,10 +46,24 @@ std::string value_text(const nlohmann::json& v) { return v.is_string() ? v.get<s
 void print_table(const nlohmann::json& s, const std::vector<std::string>& by) {
   std::vector<std::vector<std::string>> rows;
   std::vector<std::string> header = by.empty() ? std::vector<std::string>{"group"} : by;
-  for (const char* h : {"total", "done", "failed", "pending", "stale", "completion", "failure", "failures by class"}) header.push_back(h);
+  // Conversations count their turns beside the tasks.
+  const bool turns = s["overall"]["turns"]["total"].get<long long>() > 0;
+  for (const char* h : {"total", "done", "failed", "pending", "stale"}) header.push_back(h);
+  if (turns) {
+    for (const char* h : {"turns", "mean", "max"}) header.push_back(h);
+  }
+  for (const char* h : {"completion", "failure", "failures by class"}) header.push_back(h);
   rows.push_back(header);
   auto row_of = [&](const nlohmann::json& grp, std::vector<std::string> cells) {
     for (const char* k : {"total", "done", "failed", "pending", "stale"}) cells.push_back(std::to_string(grp[k].get<long long>()));
+    if (turns) {
+      const auto& t = grp["turns"];
+      char mean[32];
+      std::snprintf(mean, sizeof mean, "%.1f", t["mean"].get<double>());
+      cells.push_back(std::to_string(t["total"].get<long long>()));
+      cells.push_back(mean);
+      cells.push_back(std::to_string(t["max"].get<long long>()));
+    }
     cells.push_back(percent(grp["completion_rate"].get<double>()));
     cells.push_back(percent(grp["failure_rate"].get<double>()));
     std::string classes;

@@ -45,6 +45,7 @@ struct ExportArgs {
   std::string db;
   std::string format;  // jsonl | csv
   std::string out;     // empty: stdout
+  bool transcripts = false;  // each conversation's messages too
 };
 int cmd_export(const GlobalOptions& g, const ExportArgs& a);
 

@@ -98,6 +98,8 @@ int main(int argc, char** argv) {
   export_cmd->add_option("--db", exp.db, "Store path");
   export_cmd->add_option("--format", exp.format, "jsonl or csv")->required()->check(CLI::IsMember({"jsonl", "csv"}));
   export_cmd->add_option("--out", exp.out, "Output file (default: stdout)");
+  export_cmd->add_flag("--transcripts", exp.transcripts,
+                       "Add each conversation's messages (task suites): the last request's and the last answer");
 
   MockArgs mock;
   auto* mock_cmd = app.add_subcommand("mock", "Serve the built-in OpenAI-compatible mock provider on 127.0.0.1");

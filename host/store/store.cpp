@@ -22,6 +22,14 @@ using nlohmann::json;
 struct Tally {
   int64_t total = 0, done = 0, failed = 0, pending = 0, stale = 0;
   std::map<std::string, int64_t> failures_by_class;
+  // Conversations: turns answered, over the tasks that had any.
+  int64_t turns = 0, turns_max = 0, tasks_with_turns = 0;
+
+  void add_turns(int64_t sum, int64_t max, int64_t tasks) {
+    turns += sum;
+    turns_max = std::max(turns_max, max);
+    tasks_with_turns += tasks;
+  }
 
   void add(TaskState state, const std::string& cls, bool is_stale, int64_t n) {
     total += n;
@@ -47,7 +55,11 @@ struct Tally {
             {"stale", stale},
             {"completion_rate", rate(done)},
             {"failure_rate", rate(failed)},
-            {"failures_by_class", failures_by_class}};
+            {"failures_by_class", failures_by_class},
+            {"turns",
+             {{"total", turns},
+              {"mean", tasks_with_turns == 0 ? 0.0 : static_cast<double>(turns) / static_cast<double>(tasks_with_turns)},
+              {"max", turns_max}}}};
   }
 };
 
@@ -233,7 +245,8 @@ std::string Store::task_source() const {
   return "(SELECT s.seq AS seq, s.id AS id, s.dims AS dims, coalesce(t.state, 'pending') AS state, t.model AS model, "
          "t.content AS content, coalesce(t.attempts, 0) AS attempts, t.error_code AS error_code, "
          "t.error_message AS error_message, t.last_class AS last_class, t.latency_ms AS latency_ms, "
-         "t.usage AS usage, (t.state = 'done' AND t.request_hash IS NOT NULL AND s.hash IS NOT NULL "
+         "t.usage AS usage, coalesce(t.turns, 0) AS turns, t.transcript AS transcript, "
+         "(t.state = 'done' AND t.request_hash IS NOT NULL AND s.hash IS NOT NULL "
          "AND t.request_hash <> s.hash) AS stale "
          "FROM temp.scope AS s LEFT JOIN main.tasks AS t ON t.id = s.id AND t.suite = ?1) AS tasks";
 }
@@ -252,7 +265,8 @@ nlohmann::json Store::status(const std::string& suite, const std::vector<std::st
     const size_t state_col = 2 * by.size();
     std::string sql = "SELECT " + columns +
                       "state, CASE WHEN state = 'failed' THEN coalesce(last_class, 'unknown') "
-                      "END, coalesce(stale, 0), count(*) FROM " + task_source() + " GROUP BY " + keys +
+                      "END, coalesce(stale, 0), count(*), sum(turns), max(turns), sum(turns > 0) FROM " +
+                      task_source() + " GROUP BY " + keys +
                       std::to_string(state_col + 1) + ", " + std::to_string(state_col + 2) + ", " +
                       std::to_string(state_col + 3);
     if (!by.empty()) sql += " ORDER BY " + keys.substr(0, keys.size() - 2);
@@ -291,6 +305,11 @@ nlohmann::json Store::status(const std::string& suite, const std::vector<std::st
       const int64_t n = query.getColumn(state_col + 3).getInt64();
       groups.back().tally.add(state, cls, stale, n);
       overall.add(state, cls, stale, n);
+      const int64_t turns = query.getColumn(state_col + 4).getInt64();
+      const int64_t turns_max = query.getColumn(state_col + 5).getInt64();
+      const int64_t with_turns = query.getColumn(state_col + 6).getInt64();
+      groups.back().tally.add_turns(turns, turns_max, with_turns);
+      overall.add_turns(turns, turns_max, with_turns);
     }
 
     json out = {{"suite", suite}, {"by", by}, {"groups", json::array()}};
@@ -351,13 +370,14 @@ nlohmann::json Store::policy_versions(const std::string& suite) {
   });
 }
 
-void Store::export_tasks(const std::string& suite,
-                         const std::function<void(const ExportRow&)>& sink) {
+void Store::export_tasks(const std::string& suite, const std::function<void(const ExportRow&)>& sink,
+                         bool transcripts) {
   details::guard(codes::IO_ERROR, db_->getFilename(), "export", [&] {
     SQLite::Statement query(*db_,
                             "SELECT id, dims, state, model, content, attempts, error_code, "
-                            "error_message, latency_ms, usage, coalesce(stale, 0) FROM " +
-                                task_source() + " ORDER BY seq");
+                            "error_message, latency_ms, usage, coalesce(stale, 0), coalesce(turns, 0), " +
+                                std::string(transcripts ? "transcript" : "NULL") + " FROM " + task_source() +
+                                " ORDER BY seq");
     query.bind(1, suite);
     ExportRow row;  // one row reused: its strings keep their buffers
     while (query.executeStep()) {
@@ -373,6 +393,8 @@ void Store::export_tasks(const std::string& suite,
       row.latency_ms = latency.isNull() ? -1 : latency.getDouble();
       details::read_text(row.usage_json, query.getColumn(9));
       row.stale = query.getColumn(10).getInt() != 0;
+      row.turns = query.getColumn(11).getInt();
+      details::read_text(row.transcript, query.getColumn(12));
       sink(row);
     }
   });

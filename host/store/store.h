@@ -28,6 +28,8 @@ struct ExportRow {
   double latency_ms = -1;     // -1: none
   std::string usage_json;     // empty: none
   bool stale = false;         // done, but the suite now builds another request
+  int turns = 0;              // conversations: turns answered in its latest try
+  std::string transcript;     // its messages as JSON (asked for), or empty
 };
 
 class Store {
@@ -66,10 +68,13 @@ class Store {
 
   // Groups tasks by the named dims (none: one group). Shape:
   // {"suite","by":[...],"groups":[{"key":{dim:value},"total","done","failed","pending","stale",
-  //  "completion_rate","failure_rate","failures_by_class":{class:n}}],"overall":{same, no key}}
+  //  "completion_rate","failure_rate","failures_by_class":{class:n},"turns":{"total","mean","max"}}],
+  //  "overall":{same, no key}}
   nlohmann::json status(const std::string& suite, const std::vector<std::string>& by);
 
-  void export_tasks(const std::string& suite, const std::function<void(const ExportRow&)>& sink);
+  // `transcripts`: read each conversation's transcript too.
+  void export_tasks(const std::string& suite, const std::function<void(const ExportRow&)>& sink,
+                    bool transcripts = false);
 
   // Attempts per policy version, oldest version first:
   // [{"version","attempts","decisions":{decision:n},"classes":{class:n}}].
