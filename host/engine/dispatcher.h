@@ -50,6 +50,7 @@ struct TaskRuntime {
   int32_t conv_model = -1;   // the model every turn of this try goes to
   int conversation_no = 1;   // the try at it (llm.attempt), kept across runs
   int turn = 0;              // the turn waiting or in flight
+  int turn_attempts = 0;     // ... and its attempts so far: retry.lua counts a turn's, not the task's
   RequestBody turn_request;  // ... and its body
   bool withdrawn = false;    // taken out of the queues for good (its deadline passed)
 };

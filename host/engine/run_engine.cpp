@@ -322,7 +322,7 @@ void Run::handle(TaskWorker& worker, WorkerState& state, HttpResponse& r) {
       break;
     case AttemptOutcome::Kind::fail:
       if (t.conversation) {
-        spdlog::info("task {} turn {} failed after {} attempts: {} {}", label(t), t.turn, rec.n, rec.error_code,
+        spdlog::info("task {} turn {} failed after {} attempts: {} {}", label(t), t.turn, t.turn_attempts, rec.error_code,
                      rec.error_message);
       } else {
         spdlog::info("task {} failed after {} attempts: {} {}", label(t), rec.n, rec.error_code, rec.error_message);
@@ -420,6 +420,8 @@ void Run::follow(TaskWorker& worker, uint32_t index, ConversationStep&& step) {
   TaskRuntime& t = dispatcher_->task(index);
   t.turn = step.turn;
   t.turn_request = std::move(step.request);
+  t.turn_attempts = 0;
+  t.history.clear();  // a new turn: retries and poison count from here
   if (!dispatcher_->queue_turn(index)) restart_conversation(worker, index);
 }
 

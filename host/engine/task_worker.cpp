@@ -147,6 +147,9 @@ AttemptOutcome TaskWorker::judge(TaskRuntime& task, HttpResponse& r, int usable_
   AttemptRecord& rec = out.record;
   ++task.attempts_run;
   ++task.attempts_total;
+  ++task.turn_attempts;
+  // What retry.lua counts: a conversation's turn retries on its own.
+  const int attempt = task.conversation ? task.turn_attempts : task.attempts_run;
   rec.task_id = task.id;
   rec.run_id = ctx_.run_id;
   rec.n = task.attempts_total;
@@ -219,7 +222,7 @@ AttemptOutcome TaskWorker::judge(TaskRuntime& task, HttpResponse& r, int usable_
   rec.error_message = clip_text(describe(cls, r, parsed, requested, check_reason, stream_error));
   DecideInput in;
   in.cls = cls;
-  in.attempt = task.attempts_run;
+  in.attempt = attempt;
   nlohmann::json cell = ctx_.matrix->cell(task.ordinal);
   in.cell = &cell;
   in.model = requested;
@@ -251,7 +254,7 @@ AttemptOutcome TaskWorker::judge(TaskRuntime& task, HttpResponse& r, int usable_
                 std::all_of(h.end() - n, h.end(), [&](const HistoryEntry& e) {
                   return e.cls == h.back().cls && e.status == h.back().status && e.code == h.back().code;
                 });
-    if (same || task.attempts_run >= kMaxAttemptsPerRun) {
+    if (same || attempt >= kMaxAttemptsPerRun) {
       decision.action = Decision::Action::fail;
       rec.decision = "fail";
       rec.error_code = same ? "POISONED" : "RETRY_LIMIT";

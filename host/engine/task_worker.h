@@ -17,7 +17,8 @@
 
 namespace shepherd {
 
-// No task is attempted more often than this in one run, whatever retry.lua says.
+// No task (and no turn of a conversation) is attempted more often than this
+// in one run, whatever retry.lua says.
 inline constexpr int kMaxAttemptsPerRun = 100;
 
 struct AttemptOutcome {

@@ -189,6 +189,7 @@ void push_turn_failure(lua_State* L, const std::string& code, const std::string&
 }
 
 bool read_turn_failure(lua_State* L, int index, std::string& code, std::string& message) {
+  if (index < 0) index = lua_gettop(L) + index + 1;
   if (!lua_istable(L, index) || !lua_getmetatable(L, index)) return false;
   lua_pushlightuserdata(L, &kFailureMeta);
   lua_rawget(L, LUA_REGISTRYINDEX);
