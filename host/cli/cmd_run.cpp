@@ -47,6 +47,8 @@ int cmd_run(const GlobalOptions& g, const RunArgs& a) {
                           {"stale", r.stale},
                           {"stale_rerun", r.stale_rerun},
                           {"seconds", r.seconds},
+                          {"turns_sent", r.turns_sent},
+                          {"turns_replayed", r.turns_replayed},
                           {"interrupted", r.interrupted},
                           {"models_exhausted", r.models_exhausted},
                           {"store", r.db_path},
@@ -58,6 +60,9 @@ int cmd_run(const GlobalOptions& g, const RunArgs& a) {
                  suite.name.c_str(), static_cast<unsigned long long>(c.total), static_cast<unsigned long long>(c.done),
                  static_cast<unsigned long long>(c.failed), static_cast<unsigned long long>(pending),
                  static_cast<unsigned long long>(c.done_now), r.seconds, rate);
+    if (suite.has_task)
+      std::fprintf(stderr, "conversations: %llu turns sent, %llu answered from the store\n",
+                   static_cast<unsigned long long>(r.turns_sent), static_cast<unsigned long long>(r.turns_replayed));
     if (r.stale > 0)
       std::fprintf(stderr, "%llu done tasks are stale (kept): `run --rerun-stale` sends them again\n",
                    static_cast<unsigned long long>(r.stale));
