@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <ctime>
 #include <new>
@@ -31,11 +32,13 @@
 
 #include "core/error.h"
 #include "core/hash.h"
+#include "mock/details/chat_answer.h"
 #include "mock/details/chat_reply.h"
 #include "mock/details/chat_stream.h"
 #include "mock/details/event_handles.h"
 #include "mock/details/mock_behavior.h"
 #include "mock/details/mock_stats.h"
+#include "mock/details/request_log.h"
 
 namespace shepherd {
 
@@ -150,6 +153,7 @@ class MockServer::Impl {
   void start();
   void stop();
   json stats() const { return stats_.to_json(); }
+  json requests() const { return log_.to_json(); }
 
  private:
   // What a held request does when its timer fires.
@@ -166,6 +170,7 @@ class MockServer::Impl {
     StreamPlan stream;
     size_t next_step = 0;
     EventPtr keep_alive;  // writes a comment after comment_ms without a write
+    AnsweredRequest record;  // logged once the answer is written in full
   };
 
   // How the request asked to be answered.
@@ -179,18 +184,24 @@ class MockServer::Impl {
   static void on_timer(evutil_socket_t fd, short what, void* arg);
   static void on_keep_alive(evutil_socket_t fd, short what, void* arg);
   static void on_close(evhttp_connection* evcon, void* arg);
+  static void on_written(evhttp_request* req, void* arg);
+  static void on_closed_while_writing(evhttp_connection* evcon, void* arg);
   static StreamAsk stream_ask(const json& body);
 
   void serve();
   void route(evhttp_request* req);
   void handle_chat(evhttp_request* req);
   void decide_and_answer(evhttp_request* req);
-  void answer(evhttp_request* req, Reply reply, double delay_ms);
-  void send(evhttp_request* req, const Reply& reply);
-  void hold(evhttp_request* req, Action action, Reply reply, double delay_ms);
+  void answer(evhttp_request* req, Reply reply, double delay_ms, const AnsweredRequest& record);
+  // `record`: a chat request's answer, logged once written in full.
+  void send(evhttp_request* req, const Reply& reply, const AnsweredRequest* record = nullptr);
+  void hold(evhttp_request* req, Action action, Reply reply, double delay_ms,
+            const AnsweredRequest& record);
   void fire(Pending* p);
   void release(Pending* p);
-  void start_stream(evhttp_request* req, StreamPlan plan, const Reply& head, double delay_ms);
+  void log_when_written(evhttp_request* req, AnsweredRequest record, int status);
+  void start_stream(evhttp_request* req, StreamPlan plan, const Reply& head, double delay_ms,
+                    const AnsweredRequest& record);
   void stream_step(Pending* p);
   void end_stream(Pending* p);
   void write_event(Pending* p, std::string_view text);
@@ -201,6 +212,10 @@ class MockServer::Impl {
   Scenario scenario_;
   MockBehavior behavior_;  // refers to scenario_
   MockStats stats_;
+  RequestLog log_;
+  // Answers being written, one per connection (evhttp reads a connection's
+  // next request only after the answer to the last one is out).
+  std::unordered_map<evhttp_connection*, AnsweredRequest> writing_;
   EventBasePtr base_;
   EvhttpPtr http_;
   UniqueFd wake_fd_;
@@ -310,9 +325,14 @@ void MockServer::Impl::route(evhttp_request* req) {
     Reply r;
     r.body = stats_.to_json().dump();
     send(req, r);
+  } else if (method == EVHTTP_REQ_GET && path == "/requests") {
+    Reply r;
+    r.body = log_.to_json_text();
+    send(req, r);
   } else if (method == EVHTTP_REQ_POST && path == "/reset") {
     behavior_.reset();
     stats_.clear();
+    log_.clear();
     Reply r;
     r.body = R"({"reset":true})";
     send(req, r);
@@ -355,6 +375,9 @@ void MockServer::Impl::decide_and_answer(evhttp_request* req) {
   const StreamAsk ask = stream_ask(body);
   facts.body = std::string_view(data, size);
   facts.key = request_key(evhttp_request_get_input_headers(req));
+  AnsweredRequest record;
+  record.body_hash = stable_hash64(facts.body);
+  record.turn = facts.turn = read_conversation(*messages).turn;
   if (facts.well_formed && behavior_.tracks_cells()) {
     std::string cell(facts.model);
     cell += '\n';
@@ -375,10 +398,13 @@ void MockServer::Impl::decide_and_answer(evhttp_request* req) {
     if (d.rate) add_rate_headers(r, *d.rate);
     return r;
   };
+  // Text or tool calls, decided by the conversation alone (see chat_answer.h).
+  const ToolsSpec* tools = scenario_.tools ? &*scenario_.tools : nullptr;
+  auto chat = [&] { return answer_chat(body, *messages, tools); };
   auto completion = [&](std::string_view model) {
     Reply r;
     r.body =
-        completion_body(++completions_, static_cast<int64_t>(std::time(nullptr)), model, *messages);
+        completion_body(++completions_, static_cast<int64_t>(std::time(nullptr)), model, chat());
     return with_rate(std::move(r));
   };
   // Answers that carry content stream when asked to; hang and error_500 never do.
@@ -388,36 +414,37 @@ void MockServer::Impl::decide_and_answer(evhttp_request* req) {
     head.created = static_cast<int64_t>(std::time(nullptr));
     head.model = model;
     head.include_usage = ask.include_usage;
-    start_stream(req, stream_plan(head, chat_answer(*messages), fault), with_rate(Reply{}),
-                 d.latency_ms);
+    start_stream(req, stream_plan(head, chat(), fault), with_rate(Reply{}), d.latency_ms, record);
   };
 
   switch (d.outcome) {
-    case Outcome::bad_request: return answer(req, bad_request_reply(why), 0);
-    case Outcome::unauthorized: return answer(req, unauthorized_reply(), 0);
-    case Outcome::canned: return answer(req, canned_reply(*d.canned), d.latency_ms);
-    case Outcome::rate_limited: return answer(req, rate_limited_reply(*d.rate, facts.model), 0);
-    case Outcome::quota_exhausted: return answer(req, with_rate(quota_reply()), 0);
-    case Outcome::error_500: return answer(req, with_rate(server_error_reply()), d.latency_ms);
+    case Outcome::bad_request: return answer(req, bad_request_reply(why), 0, record);
+    case Outcome::unauthorized: return answer(req, unauthorized_reply(), 0, record);
+    case Outcome::canned: return answer(req, canned_reply(*d.canned), d.latency_ms, record);
+    case Outcome::rate_limited:
+      return answer(req, rate_limited_reply(*d.rate, facts.model), 0, record);
+    case Outcome::quota_exhausted: return answer(req, with_rate(quota_reply()), 0, record);
+    case Outcome::error_500:
+      return answer(req, with_rate(server_error_reply()), d.latency_ms, record);
     case Outcome::ok:
       if (ask.stream) return stream(facts.model, StreamFault::none);
-      return answer(req, completion(facts.model), d.latency_ms);
+      return answer(req, completion(facts.model), d.latency_ms, record);
     case Outcome::wrong_model:
       if (ask.stream) return stream(scenario_.wrong_model_name, StreamFault::none);
-      return answer(req, completion(scenario_.wrong_model_name), d.latency_ms);
+      return answer(req, completion(scenario_.wrong_model_name), d.latency_ms, record);
     case Outcome::malformed: {
       if (ask.stream) return stream(facts.model, StreamFault::malformed);
       Reply r = completion(facts.model);
       r.body.resize(r.body.size() / 2);  // truncated JSON: not a chat completion
-      return answer(req, std::move(r), d.latency_ms);
+      return answer(req, std::move(r), d.latency_ms, record);
     }
-    case Outcome::hang: return hold(req, Action::hang, Reply{}, -1);
+    case Outcome::hang: return hold(req, Action::hang, Reply{}, -1, record);
     case Outcome::stall:
       if (ask.stream) return stream(facts.model, StreamFault::stall);
-      return hold(req, Action::stall, completion(facts.model), d.latency_ms);
+      return hold(req, Action::stall, completion(facts.model), d.latency_ms, record);
     case Outcome::reset:
       if (ask.stream) return stream(facts.model, StreamFault::reset);
-      return hold(req, Action::reset, Reply{}, d.latency_ms);
+      return hold(req, Action::reset, Reply{}, d.latency_ms, record);
   }
 }
 
@@ -434,23 +461,56 @@ MockServer::Impl::StreamAsk MockServer::Impl::stream_ask(const json& body) {
   return ask;
 }
 
-void MockServer::Impl::answer(evhttp_request* req, Reply reply, double delay_ms) {
-  if (delay_ms > 0) return hold(req, Action::reply, std::move(reply), delay_ms);
-  send(req, reply);
+void MockServer::Impl::answer(evhttp_request* req, Reply reply, double delay_ms,
+                              const AnsweredRequest& record) {
+  if (delay_ms > 0) return hold(req, Action::reply, std::move(reply), delay_ms, record);
+  send(req, reply, &record);
   stats_.request_finished();
 }
 
-void MockServer::Impl::send(evhttp_request* req, const Reply& reply) {
+void MockServer::Impl::send(evhttp_request* req, const Reply& reply,
+                            const AnsweredRequest* record) {
   evkeyvalq* headers = evhttp_request_get_output_headers(req);
   evhttp_add_header(headers, "Content-Type", reply.content_type);
   for (const auto& [name, value] : reply.headers) evhttp_add_header(headers, name, value.c_str());
   evbuffer_add(evhttp_request_get_output_buffer(req), reply.body.data(), reply.body.size());
   committed_ = true;
+  if (record) log_when_written(req, *record, reply.status);
   evhttp_send_reply(req, reply.status, reason_phrase(reply.status), nullptr);
 }
 
+// evhttp calls on_written once the last byte of the answer is handed to the
+// socket; if the connection goes first, the entry is dropped unlogged.
+void MockServer::Impl::log_when_written(evhttp_request* req, AnsweredRequest record, int status) {
+  evhttp_connection* evcon = evhttp_request_get_connection(req);
+  if (evcon == nullptr) return;  // the client is gone: nothing will be written
+  record.status = status;
+  writing_[evcon] = record;
+  evhttp_request_set_on_complete_cb(req, on_written, this);
+  evhttp_connection_set_closecb(evcon, on_closed_while_writing, this);
+}
+
+void MockServer::Impl::on_written(evhttp_request* req, void* arg) {
+  auto* self = static_cast<Impl*>(arg);
+  evhttp_connection* evcon = evhttp_request_get_connection(req);
+  auto it = self->writing_.find(evcon);
+  if (it == self->writing_.end()) return;
+  AnsweredRequest entry = it->second;
+  self->writing_.erase(it);
+  evhttp_connection_set_closecb(evcon, nullptr, nullptr);
+  entry.answered_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  self->log_.add(entry);
+}
+
+void MockServer::Impl::on_closed_while_writing(evhttp_connection* evcon, void* arg) {
+  static_cast<Impl*>(arg)->writing_.erase(evcon);
+}
+
 // Keeps the request until its timer fires (never, for hang) or its client goes.
-void MockServer::Impl::hold(evhttp_request* req, Action action, Reply reply, double delay_ms) {
+void MockServer::Impl::hold(evhttp_request* req, Action action, Reply reply, double delay_ms,
+                            const AnsweredRequest& record) {
   auto owned = std::make_unique<Pending>();
   Pending* p = owned.get();
   p->server = this;
@@ -458,6 +518,7 @@ void MockServer::Impl::hold(evhttp_request* req, Action action, Reply reply, dou
   p->evcon = evhttp_request_get_connection(req);
   p->action = action;
   p->reply = std::move(reply);
+  p->record = record;
   if (action != Action::hang) {
     p->timer.reset(evtimer_new(base_.get(), on_timer, p));
     if (!p->timer) throw std::bad_alloc();
@@ -484,8 +545,9 @@ void MockServer::Impl::fire(Pending* p) {
       evhttp_request* req = p->req;
       evhttp_connection_set_closecb(p->evcon, nullptr, nullptr);
       const Reply reply = std::move(p->reply);
+      const AnsweredRequest record = p->record;
       release(p);  // frees the timer whose callback this is: libevent allows it
-      send(req, reply);
+      send(req, reply, &record);
       return;
     }
     case Action::stall:
@@ -514,7 +576,7 @@ void MockServer::Impl::release(Pending* p) {
 // plan's steps from a timer: the first after the latency, the rest chunk_ms
 // apart. Chunked transfer, as evhttp does for HTTP/1.1 without a length.
 void MockServer::Impl::start_stream(evhttp_request* req, StreamPlan plan, const Reply& head,
-                                    double delay_ms) {
+                                    double delay_ms, const AnsweredRequest& record) {
   auto owned = std::make_unique<Pending>();
   Pending* p = owned.get();
   p->server = this;
@@ -522,6 +584,7 @@ void MockServer::Impl::start_stream(evhttp_request* req, StreamPlan plan, const 
   p->evcon = evhttp_request_get_connection(req);
   p->action = Action::stream;
   p->stream = std::move(plan);
+  p->record = record;
   p->timer.reset(evtimer_new(base_.get(), on_timer, p));
   if (!p->timer) throw std::bad_alloc();
   if (scenario_.stream.comment_ms > 0) {
@@ -568,8 +631,10 @@ void MockServer::Impl::end_stream(Pending* p) {
   switch (p->stream.ending) {
     case StreamPlan::Ending::done: {
       evhttp_request* req = p->req;
+      const AnsweredRequest record = p->record;
       evhttp_connection_set_closecb(p->evcon, nullptr, nullptr);
       release(p);  // may free the timer whose callback this is: libevent allows it
+      log_when_written(req, record, 200);  // logged when the final chunk is out
       evhttp_send_reply_end(req);
       return;
     }
@@ -670,5 +735,6 @@ void MockServer::run() { impl_->run(); }
 void MockServer::start() { impl_->start(); }
 void MockServer::stop() { impl_->stop(); }
 nlohmann::json MockServer::stats() const { return impl_->stats(); }
+nlohmann::json MockServer::requests() const { return impl_->requests(); }
 
 }  // namespace shepherd

@@ -1,7 +1,8 @@
 #pragma once
 // The built-in OpenAI-compatible mock provider: POST /v1/chat/completions,
-// GET /stats, POST /reset. One libevent (evhttp) loop: thousands of slow
-// requests held at once, no thread per connection. Binds 127.0.0.1 only.
+// GET /stats, GET /requests, POST /reset. One libevent (evhttp) loop:
+// thousands of slow requests held at once, no thread per connection. Binds
+// 127.0.0.1 only.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -25,7 +26,8 @@ class MockServer {
   void start();  // serve on a background thread
   void stop();   // thread-safe, idempotent
 
-  nlohmann::json stats() const;  // thread-safe; the body of GET /stats
+  nlohmann::json stats() const;     // thread-safe; the body of GET /stats
+  nlohmann::json requests() const;  // thread-safe; the body of GET /requests
 
  private:
   class Impl;

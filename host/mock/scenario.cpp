@@ -14,6 +14,8 @@ namespace {
 
 using nlohmann::json;
 
+constexpr int max_parallel_calls = 128;
+
 // Validates one scenario document; every error names the source and the field.
 class ScenarioReader {
  public:
@@ -178,6 +180,24 @@ class ScenarioReader {
     return spec;
   }
 
+  ToolsSpec tools(const json& value) const {
+    object(value, "tools");
+    only_fields(value, "tools.", {"call_probability", "max_calls", "parallel"});
+    ToolsSpec spec;
+    spec.call_probability =
+        probability(require(value, "tools.", "call_probability"), "tools.call_probability");
+    if (auto it = value.find("max_calls"); it != value.end())
+      spec.max_calls = integer(*it, "tools.max_calls", 0);
+    if (auto it = value.find("parallel"); it != value.end()) {
+      spec.parallel = integer(*it, "tools.parallel", 1);
+      // One answer's size grows with it; no provider sends more at once.
+      if (spec.parallel > max_parallel_calls)
+        fail("tools.parallel",
+             "expected an integer from 1 to " + std::to_string(max_parallel_calls));
+    }
+    return spec;
+  }
+
   std::vector<CannedReply> canned(const json& value) const {
     // A Lua scenario turns an empty table into {}: read it as an empty list.
     if (value.is_object() && value.empty()) return {};
@@ -194,11 +214,23 @@ class ScenarioReader {
     object(value, field);
     const std::string prefix = field + ".";
     only_fields(value, prefix,
-                {"when", "status", "headers", "body", "body_json", "body_base64", "times", "content_length"});
+                {"when", "turn", "hang", "fault", "status", "headers", "body", "body_json",
+                 "body_base64", "times", "content_length"});
     CannedReply rule;
     if (auto it = value.find("when"); it != value.end()) {
       if (!it->is_string()) fail(prefix + "when", "expected a string");
       rule.when = it->get<std::string>();
+    }
+    if (auto it = value.find("turn"); it != value.end())
+      rule.turn = integer(*it, prefix + "turn", 1);
+    rule.fault = canned_fault(value, prefix);
+    if (rule.fault != CannedFault::none) {
+      // The mock's own answer meets the fault: a fixed answer would never be sent.
+      for (const char* name :
+           {"status", "headers", "body", "body_json", "body_base64", "content_length"})
+        if (value.contains(name))
+          fail(prefix + name,
+               "a rule with hang or fault sends the mock's own answer, not a fixed one");
     }
     if (auto it = value.find("status"); it != value.end()) {
       if (!it->is_number_integer() || it->get<int64_t>() < 200 || it->get<int64_t>() > 599)
@@ -228,6 +260,25 @@ class ScenarioReader {
       rule.content_length = it->get<uint64_t>();
     }
     return rule;
+  }
+
+  CannedFault canned_fault(const json& rule, const std::string& prefix) const {
+    const auto hang = rule.find("hang");
+    const auto fault = rule.find("fault");
+    if (hang != rule.end() && !hang->is_boolean()) fail(prefix + "hang", "expected true or false");
+    const bool hangs = hang != rule.end() && hang->get<bool>();
+    if (fault == rule.end()) return hangs ? CannedFault::hang : CannedFault::none;
+    if (hang != rule.end()) fail(prefix + "fault", "give one of hang, fault");
+    static constexpr std::pair<std::string_view, CannedFault> kinds[] = {
+        {"error_500", CannedFault::error_500}, {"hang", CannedFault::hang},
+        {"stall", CannedFault::stall},         {"reset", CannedFault::reset},
+        {"malformed", CannedFault::malformed}, {"wrong_model", CannedFault::wrong_model}};
+    if (fault->is_string()) {
+      for (const auto& [name, kind] : kinds)
+        if (fault->get_ref<const std::string&>() == name) return kind;
+    }
+    fail(prefix + "fault",
+         "expected one of error_500, hang, stall, reset, malformed, wrong_model");
   }
 
   // RFC 4648 base64 (standard alphabet); '=' padding optional, no whitespace.
@@ -306,7 +357,7 @@ Scenario Scenario::from_json(const nlohmann::json& j, const std::string& source)
   if (!j.is_object()) reader.fail("", "a scenario must be a JSON object");
   reader.only_fields(j, "",
                      {"latency", "keys", "rate_limit", "quota", "faults", "wrong_model", "seed",
-                      "stream", "canned"});
+                      "stream", "canned", "tools"});
   Scenario s;
   if (auto it = j.find("latency"); it != j.end()) s.latency = reader.latency(*it);
   if (auto it = j.find("keys"); it != j.end()) s.valid_keys = reader.keys(*it);
@@ -325,6 +376,7 @@ Scenario Scenario::from_json(const nlohmann::json& j, const std::string& source)
   }
   if (auto it = j.find("stream"); it != j.end()) s.stream = reader.stream(*it);
   if (auto it = j.find("canned"); it != j.end()) s.canned = reader.canned(*it);
+  if (auto it = j.find("tools"); it != j.end()) s.tools = reader.tools(*it);
   return s;
 }
 

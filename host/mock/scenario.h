@@ -43,10 +43,28 @@ struct StreamSpec {
   double comment_ms = 0;  // ": keep-alive" after this long without a write; 0 = never
 };
 
+// How a chat request that offers tools (a non-empty "tools" array) is
+// answered. Every choice is a pure function of the request's messages and
+// tools, so a conversation replayed gets the same answers byte for byte.
+struct ToolsSpec {
+  double call_probability = 0;  // chance of answering with tool calls rather than text
+  std::optional<int> max_calls;  // tool-calling answers per conversation; absent = no limit
+  int parallel = 1;              // tool calls in one answer
+};
+
+// A fault a canned rule makes its requests meet, with the mock's own answer.
+enum class CannedFault { none, error_500, hang, stall, reset, malformed, wrong_model };
+
 // A fixed answer for requests whose raw body contains `when`: a real
 // provider's response replayed as it was.
 struct CannedReply {
   std::string when;  // plain substring of the raw request body; empty matches every request
+  // Only the request that is this turn of its conversation (1 + the assistant
+  // messages it carries); 0 = any turn.
+  int turn = 0;
+  // Instead of the fixed answer: the mock's own answer meeting this fault
+  // ("hang": true is fault "hang"). Such a rule has no status, headers or body.
+  CannedFault fault = CannedFault::none;
   int status = 200;
   std::vector<std::pair<std::string, std::string>> headers;  // sent as given, besides framing
   std::string body;  // "body", "body_json" dumped, or "body_base64" decoded (any bytes, invalid UTF-8 too)
@@ -67,6 +85,7 @@ struct Scenario {
   uint64_t seed = 1;
   StreamSpec stream;
   std::vector<CannedReply> canned;  // the first rule that matches answers
+  std::optional<ToolsSpec> tools;   // absent: requests offering tools get text, as any other
 
   // Throws Error(SCENARIO_INVALID) naming `source` and the offending field.
   static Scenario from_json(const nlohmann::json& j, const std::string& source);

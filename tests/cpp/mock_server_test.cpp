@@ -8,6 +8,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -15,9 +16,12 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/hash.h"
+#include "mock/details/chat_answer.h"
 #include "mock/details/chat_reply.h"
 #include "mock/details/chat_stream.h"
 #include "mock/details/mock_behavior.h"
+#include "mock/details/request_log.h"
 #include "mock/scenario.h"
 
 namespace shepherd {
@@ -1026,6 +1030,639 @@ TEST(MockServer, CannedRulesCarryAnyBytesAndCanLieAboutTheirLength) {
   EXPECT_EQ(get_stats(port)["by_outcome"]["canned"], 3);
 }
 
+// ---- tool calls and conversations ------------------------------------------------
+
+json weather_tool() {
+  return json::parse(R"({"type": "function", "function": {
+      "name": "get_weather", "description": "The weather in a city",
+      "parameters": {"type": "object",
+        "properties": {"city": {"type": "string"},
+                       "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+                       "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+        "required": ["city", "unit"]}}})");
+}
+
+json search_tool() {
+  return json::parse(R"({"type": "function", "function": {
+      "name": "search_docs",
+      "parameters": {"type": "object",
+        "properties": {"query": {"type": "string"}, "limit": {"type": "integer"},
+                       "exact": {"type": "boolean"}, "score": {"type": "number"},
+                       "tags": {"type": "array", "items": {"type": "string"}},
+                       "filters": {"type": "object"}},
+        "required": ["query", "exact", "score", "tags", "filters", "limit"]}}})");
+}
+
+json clock_tool() {  // no parameters at all
+  return json{{"type", "function"}, {"function", {{"name", "read_clock"}}}};
+}
+
+json user_messages(const std::string& content) {
+  return json::array({{{"role", "user"}, {"content", content}}});
+}
+
+json tool_body(const json& messages, const json& tools, bool stream = false,
+               bool include_usage = false) {
+  json body = {{"model", "m-a"}, {"messages", messages}, {"tools", tools}};
+  if (stream) body["stream"] = true;
+  if (include_usage) body["stream_options"] = {{"include_usage", true}};
+  return body;
+}
+
+HttpResult post_chat(uint16_t port, const json& body, long timeout_ms = 5000) {
+  Request r;
+  r.body = body.dump();
+  r.headers = {"Authorization: Bearer k"};
+  r.timeout_ms = timeout_ms;
+  return http(port, r);
+}
+
+// The "message" object exactly as the mock wrote it.
+std::string raw_message(const std::string& body) {
+  const size_t from = body.find(R"("message":)");
+  const size_t to = body.find(R"(,"finish_reason")");
+  if (from == std::string::npos || to == std::string::npos || to < from) return "";
+  return body.substr(from + 10, to - from - 10);
+}
+
+// The client's side of a turn: the assistant's message, then a result for each call.
+json after_turn(json messages, const json& message) {
+  messages.push_back(message);
+  if (message.contains("tool_calls"))
+    for (const json& call : message["tool_calls"])
+      messages.push_back({{"role", "tool"},
+                          {"tool_call_id", call["id"]},
+                          {"content", "result of " + call["function"]["name"].get<std::string>()}});
+  return messages;
+}
+
+bool is_call_id(const json& id) {
+  if (!id.is_string()) return false;
+  const std::string& s = id.get_ref<const std::string&>();
+  if (s.size() != 21 || s.rfind("call_", 0) != 0) return false;
+  return std::all_of(s.begin() + 5, s.end(),
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+// Every required property is there with its type; only described properties appear.
+void expect_arguments_follow(const json& function_schema, const std::string& arguments) {
+  SCOPED_TRACE(arguments);
+  json args = json::parse(arguments, nullptr, false);
+  ASSERT_TRUE(args.is_object());
+  const json& parameters = function_schema["parameters"];
+  for (const json& name : parameters["required"]) EXPECT_TRUE(args.contains(name)) << name;
+  for (const auto& [name, value] : args.items()) {
+    ASSERT_TRUE(parameters["properties"].contains(name)) << name;
+    const json& property = parameters["properties"][name];
+    const std::string type = property["type"];
+    if (property.contains("enum")) {
+      const json& allowed = property["enum"];
+      EXPECT_NE(std::find(allowed.begin(), allowed.end(), value), allowed.end()) << name;
+    }
+    const bool typed = type == "string"    ? value.is_string() && !value.get<std::string>().empty()
+                       : type == "integer" ? value.is_number_integer()
+                       : type == "number"  ? value.is_number()
+                       : type == "boolean" ? value.is_boolean()
+                       : type == "array"   ? value == json::array()
+                       : type == "object"  ? value == json::object()
+                                           : false;
+    EXPECT_TRUE(typed) << name << " is not a " << type;
+    if (property.contains("minimum")) {
+      EXPECT_GE(value.get<double>(), property["minimum"].get<double>());
+    }
+    if (property.contains("maximum")) {
+      EXPECT_LE(value.get<double>(), property["maximum"].get<double>());
+    }
+  }
+}
+
+TEST(MockServer, AnswersAToolOfferWithOpenAiToolCalls) {
+  auto server = serve({{"tools", {{"call_probability", 1}}}});
+  const json tools = json::array({weather_tool()});
+  HttpResult r = post_chat(server->port(), tool_body(user_messages("weather in Oslo?"), tools));
+  ASSERT_EQ(r.status, 200) << r.body;
+  json j = r.json_body();
+  ASSERT_TRUE(j.is_object()) << r.body;
+  EXPECT_EQ(j["object"], "chat.completion");
+  EXPECT_EQ(j["model"], "m-a");
+  const json& choice = j["choices"][0];
+  EXPECT_EQ(choice["finish_reason"], "tool_calls");
+  const json& message = choice["message"];
+  EXPECT_EQ(message["role"], "assistant");
+  EXPECT_TRUE(message.contains("content") && message["content"].is_null()) << message.dump();
+  ASSERT_EQ(message["tool_calls"].size(), 1u);
+  const json& call = message["tool_calls"][0];
+  EXPECT_EQ(call.size(), 3u) << call.dump();  // id, type, function: nothing else
+  EXPECT_TRUE(is_call_id(call["id"])) << call["id"];
+  EXPECT_EQ(call["type"], "function");
+  EXPECT_EQ(call["function"]["name"], "get_weather");
+  ASSERT_TRUE(call["function"]["arguments"].is_string());
+  expect_arguments_follow(weather_tool()["function"], call["function"]["arguments"]);
+  // Key order as OpenAI writes it.
+  EXPECT_EQ(raw_message(r.body).rfind(R"({"role":"assistant","content":null,"tool_calls":[{"id":")", 0), 0u)
+      << r.body;
+  EXPECT_GE(j["usage"]["completion_tokens"].get<int>(), 1);
+  EXPECT_EQ(j["usage"]["total_tokens"].get<int>(),
+            j["usage"]["prompt_tokens"].get<int>() + j["usage"]["completion_tokens"].get<int>());
+
+  // No tools offered, an empty list or tool_choice "none": text as before.
+  json plain = tool_body(user_messages("hi"), json::array());
+  HttpResult text = post_chat(server->port(), plain);
+  EXPECT_EQ(text.json_body()["choices"][0]["message"]["content"], "mock answer: hi");
+  EXPECT_EQ(text.json_body()["choices"][0]["finish_reason"], "stop");
+  plain.erase("tools");
+  EXPECT_EQ(post_chat(server->port(), plain).json_body()["choices"][0]["finish_reason"], "stop");
+  json none = tool_body(user_messages("hi"), tools);
+  none["tool_choice"] = "none";
+  EXPECT_EQ(post_chat(server->port(), none).json_body()["choices"][0]["finish_reason"], "stop");
+  json nameless = tool_body(user_messages("hi"), json::array({{{"type", "function"}}}));
+  EXPECT_EQ(post_chat(server->port(), nameless).json_body()["choices"][0]["finish_reason"], "stop");
+
+  // A scenario without `tools` answers a tool offer with text.
+  auto textual = serve(json::object());
+  HttpResult t = post_chat(textual->port(), tool_body(user_messages("weather?"), tools));
+  EXPECT_EQ(t.json_body()["choices"][0]["message"]["content"], "mock answer: weather?");
+}
+
+TEST(MockServer, ToolAnswersAreAPureFunctionOfTheConversation) {
+  const json scenario = {{"tools", {{"call_probability", 0.5}, {"parallel", 2}}},
+                         {"latency", {{"kind", "uniform"}, {"min_ms", 0}, {"max_ms", 5}}},
+                         {"seed", 11}};
+  const json tools = json::array({weather_tool(), search_tool(), clock_tool()});
+  auto first = serve(scenario);
+  auto other = serve(json{{"tools", {{"call_probability", 0.5}, {"parallel", 2}}}, {"seed", 99}});
+  std::set<std::string> messages_seen;
+  int with_tools = 0, with_text = 0;
+  for (int i = 0; i < 24; ++i) {
+    const json body = tool_body(user_messages("question " + std::to_string(i)), tools);
+    HttpResult a = post_chat(first->port(), body);
+    chat(first->port(), "k", "m-a", "noise in between");  // counters and draws move on
+    HttpResult b = post_chat(first->port(), body);
+    HttpResult c = post_chat(other->port(), body);  // another server, another seed
+    ASSERT_EQ(a.status, 200);
+    const std::string m = raw_message(a.body);
+    ASSERT_FALSE(m.empty()) << a.body;
+    EXPECT_EQ(raw_message(b.body), m);
+    EXPECT_EQ(raw_message(c.body), m);
+    EXPECT_NE(a.json_body()["id"], b.json_body()["id"]);  // completion ids still differ
+    messages_seen.insert(m);
+    json message = json::parse(m);
+    if (message.contains("tool_calls")) {
+      ++with_tools;
+      ASSERT_EQ(message["tool_calls"].size(), 2u);
+      EXPECT_NE(message["tool_calls"][0]["id"], message["tool_calls"][1]["id"]);
+      EXPECT_NE(message["tool_calls"][0]["function"]["name"],
+                message["tool_calls"][1]["function"]["name"]);  // two of the three tools
+    } else {
+      ++with_text;
+    }
+  }
+  EXPECT_EQ(messages_seen.size(), 24u) << "different conversations, different answers";
+  EXPECT_GT(with_tools, 3);
+  EXPECT_GT(with_text, 3);
+
+  // Text answers too: the same messages get the same text.
+  HttpResult x = chat(first->port(), "k", "m-a", "same words");
+  HttpResult y = chat(other->port(), "k2", "m-a", "same words");
+  EXPECT_EQ(raw_message(x.body), raw_message(y.body));
+}
+
+TEST(MockServer, ToolArgumentsFollowTheSchema) {
+  const json search = search_tool()["function"];
+  const json weather = weather_tool()["function"];
+  int with_days = 0, without_days = 0;
+  std::set<json> units;
+  for (uint64_t seed = 0; seed < 200; ++seed) {
+    expect_arguments_follow(search, details::tool_arguments(search["parameters"], seed));
+    const std::string text = details::tool_arguments(weather["parameters"], seed);
+    expect_arguments_follow(weather, text);
+    json args = json::parse(text);
+    (args.contains("days") ? with_days : without_days)++;
+    units.insert(args["unit"]);
+    EXPECT_EQ(details::tool_arguments(weather["parameters"], seed), text) << "deterministic";
+  }
+  EXPECT_GT(with_days, 20) << "optional properties appear sometimes";
+  EXPECT_GT(without_days, 20) << "and sometimes not";
+  EXPECT_EQ(units, (std::set<json>{"celsius", "fahrenheit"}));
+
+  // Nested objects, type lists, const, anyOf, numbers in range; odd schemas give {}.
+  const json nested = json::parse(R"({"type": "object", "required": ["where", "when", "mode", "pick", "ratio"],
+      "properties": {
+        "where": {"type": "object", "required": ["lat"], "properties": {"lat": {"type": "number"}}},
+        "when": {"type": ["string", "null"]},
+        "mode": {"const": "fast"},
+        "pick": {"anyOf": [{"type": "integer", "minimum": 10, "maximum": 12}, {"type": "string"}]},
+        "ratio": {"type": "number", "minimum": 0.5, "maximum": 0.7}}})");
+  for (uint64_t seed = 0; seed < 50; ++seed) {
+    json args = json::parse(details::tool_arguments(nested, seed));
+    EXPECT_TRUE(args["where"]["lat"].is_number()) << args;
+    EXPECT_TRUE(args["when"].is_string()) << args;
+    EXPECT_EQ(args["mode"], "fast");
+    EXPECT_TRUE(args["pick"].is_number_integer()) << args;
+    EXPECT_GE(args["pick"].get<int>(), 10);
+    EXPECT_LE(args["pick"].get<int>(), 12);
+    EXPECT_GE(args["ratio"].get<double>(), 0.5);
+    EXPECT_LE(args["ratio"].get<double>(), 0.7);
+  }
+  EXPECT_EQ(details::tool_arguments(json::object(), 1), "{}");
+  EXPECT_EQ(details::tool_arguments(json("not a schema"), 1), "{}");
+  EXPECT_EQ(details::tool_arguments(json::parse(R"({"required": ["x"]})"), 1).rfind(R"({"x":")", 0), 0u);
+}
+
+TEST(MockServer, ToolCallsStopAfterMaxCalls) {
+  auto server = serve({{"tools", {{"call_probability", 1}, {"max_calls", 3}}}});
+  const json tools = json::array({weather_tool(), clock_tool()});
+  json messages = user_messages("plan my week");
+  std::vector<std::string> finishes;
+  for (int turn = 1; turn <= 5; ++turn) {
+    HttpResult r = post_chat(server->port(), tool_body(messages, tools));
+    ASSERT_EQ(r.status, 200) << r.body;
+    json choice = r.json_body()["choices"][0];
+    finishes.push_back(choice["finish_reason"]);
+    if (choice["finish_reason"] == "stop") break;
+    messages = after_turn(messages, choice["message"]);
+  }
+  EXPECT_EQ(finishes, (std::vector<std::string>{"tool_calls", "tool_calls", "tool_calls", "stop"}));
+  // The final text answers the last tool result.
+  HttpResult last = post_chat(server->port(), tool_body(messages, tools));
+  EXPECT_EQ(last.json_body()["choices"][0]["message"]["content"].get<std::string>().rfind(
+                "mock answer: result of ", 0),
+            0u)
+      << last.body;
+
+  auto never = serve({{"tools", {{"call_probability", 1}, {"max_calls", 0}}}});
+  EXPECT_EQ(post_chat(never->port(), tool_body(user_messages("x"), tools))
+                .json_body()["choices"][0]["finish_reason"],
+            "stop");
+  // Without max_calls there is no limit.
+  auto endless = serve({{"tools", {{"call_probability", 1}}}});
+  messages = user_messages("again and again");
+  for (int turn = 1; turn <= 6; ++turn) {
+    json choice = post_chat(endless->port(), tool_body(messages, tools)).json_body()["choices"][0];
+    ASSERT_EQ(choice["finish_reason"], "tool_calls") << turn;
+    messages = after_turn(messages, choice["message"]);
+  }
+}
+
+TEST(MockServer, ParallelToolCallsChooseAmongTheOfferedTools) {
+  auto server = serve({{"tools", {{"call_probability", 1}, {"parallel", 3}}}});
+  json message = post_chat(server->port(),
+                           tool_body(user_messages("all"), json::array({weather_tool(), search_tool(),
+                                                                        clock_tool()})))
+                     .json_body()["choices"][0]["message"];
+  ASSERT_EQ(message["tool_calls"].size(), 3u);
+  std::set<std::string> names, ids;
+  for (const json& call : message["tool_calls"]) {
+    names.insert(call["function"]["name"]);
+    ids.insert(call["id"]);
+    if (call["function"]["name"] == "read_clock") {
+      EXPECT_EQ(call["function"]["arguments"], "{}");
+    }
+  }
+  EXPECT_EQ(names, (std::set<std::string>{"get_weather", "search_docs", "read_clock"}));
+  EXPECT_EQ(ids.size(), 3u);
+
+  // More calls than tools: a tool is called again, with its own id and arguments.
+  message = post_chat(server->port(), tool_body(user_messages("one"), json::array({weather_tool()})))
+                .json_body()["choices"][0]["message"];
+  ASSERT_EQ(message["tool_calls"].size(), 3u);
+  ids.clear();
+  for (const json& call : message["tool_calls"]) {
+    EXPECT_EQ(call["function"]["name"], "get_weather");
+    ids.insert(call["id"]);
+  }
+  EXPECT_EQ(ids.size(), 3u);
+}
+
+// What a client builds from streamed deltas: content, and tool calls merged by index.
+json assembled_message(const std::vector<SseEvent>& events, std::string* finish_reason = nullptr) {
+  std::string role, content;
+  std::map<int64_t, json> calls;
+  for (const auto& e : data_events(events)) {
+    if (e.data == "[DONE]") break;
+    json chunk = e.chunk();
+    for (const json& choice : chunk["choices"]) {
+      const json& delta = choice["delta"];
+      if (delta.contains("role")) role = delta["role"];
+      if (delta.contains("content") && delta["content"].is_string()) content += delta["content"];
+      if (delta.contains("tool_calls")) {
+        for (const json& tc : delta["tool_calls"]) {
+          json& call = calls[tc["index"].get<int64_t>()];
+          if (tc.contains("id")) call["id"] = tc["id"];
+          if (tc.contains("type")) call["type"] = tc["type"];
+          if (tc["function"].contains("name")) call["function"]["name"] = tc["function"]["name"];
+          std::string args = call["function"].value("arguments", "");
+          call["function"]["arguments"] = args + tc["function"]["arguments"].get<std::string>();
+        }
+      }
+      if (finish_reason && choice["finish_reason"].is_string()) *finish_reason = choice["finish_reason"];
+    }
+  }
+  json message = {{"role", role}, {"content", calls.empty() ? json(content) : json(nullptr)}};
+  for (auto& [index, call] : calls) message["tool_calls"].push_back(call);
+  return message;
+}
+
+TEST(MockServer, StreamsToolCallsAsOpenAiDoes) {
+  auto server = serve({{"tools", {{"call_probability", 1}, {"parallel", 2}}}});
+  const json tools = json::array({weather_tool(), search_tool()});
+  const json messages = user_messages("weather and docs");
+  Request req;
+  req.body = tool_body(messages, tools, true, true).dump();
+  req.headers = {"Authorization: Bearer k"};
+  TimedResult r = timed_http(server->port(), req);
+  ASSERT_EQ(r.http.code, CURLE_OK) << r.http.error;
+  EXPECT_EQ(r.http.header("content-type"), "text/event-stream");
+  std::vector<SseEvent> events = data_events(sse_events(r.http.body));
+  ASSERT_GE(events.size(), 6u);
+  EXPECT_EQ(events.back().data, "[DONE]");
+
+  // Shape, as recorded from the live API (tests/corpus/providers/openai.json).
+  json opening = events[0].chunk();
+  EXPECT_EQ(opening["object"], "chat.completion.chunk");
+  const json& delta0 = opening["choices"][0]["delta"];
+  EXPECT_EQ(delta0["role"], "assistant");
+  EXPECT_TRUE(delta0.contains("content") && delta0["content"].is_null());
+  ASSERT_EQ(delta0["tool_calls"].size(), 1u);
+  const json& open0 = delta0["tool_calls"][0];
+  EXPECT_EQ(open0["index"], 0);
+  EXPECT_TRUE(is_call_id(open0["id"]));
+  EXPECT_EQ(open0["type"], "function");
+  EXPECT_EQ(open0["function"]["arguments"], "");
+  EXPECT_TRUE(opening["choices"][0]["finish_reason"].is_null());
+  int openings = 0, fragments = 0;
+  for (size_t i = 1; i + 3 < events.size(); ++i) {  // before the finish, usage and [DONE]
+    SCOPED_TRACE(events[i].data);
+    json chunk = events[i].chunk();
+    const json& delta = chunk["choices"][0]["delta"];
+    EXPECT_FALSE(delta.contains("role"));
+    ASSERT_EQ(delta["tool_calls"].size(), 1u);
+    const json& tc = delta["tool_calls"][0];
+    if (tc.contains("id")) {
+      ++openings;
+      EXPECT_EQ(tc["index"], 1);
+      EXPECT_EQ(tc["function"]["arguments"], "");
+    } else {
+      ++fragments;
+      EXPECT_EQ(tc.size(), 2u);  // index and function.arguments only
+      EXPECT_EQ(tc["function"].size(), 1u);
+      EXPECT_FALSE(tc["function"]["arguments"].get<std::string>().empty());
+    }
+    EXPECT_TRUE(chunk["choices"][0]["finish_reason"].is_null());
+  }
+  EXPECT_EQ(openings, 1);
+  EXPECT_GE(fragments, 4);
+  json finish = events[events.size() - 3].chunk();
+  EXPECT_EQ(finish["choices"][0]["delta"], json::object());
+  EXPECT_EQ(finish["choices"][0]["finish_reason"], "tool_calls");
+  json usage = events[events.size() - 2].chunk();
+  EXPECT_EQ(usage["choices"], json::array());
+  EXPECT_TRUE(usage["usage"].is_object());
+
+  // Assembled, the stream is the message the same conversation gets unstreamed.
+  std::string finish_reason;
+  json streamed = assembled_message(events, &finish_reason);
+  EXPECT_EQ(finish_reason, "tool_calls");
+  HttpResult plain = post_chat(server->port(), tool_body(messages, tools));
+  EXPECT_EQ(streamed, plain.json_body()["choices"][0]["message"]);
+  EXPECT_EQ(usage["usage"], plain.json_body()["usage"]);
+}
+
+TEST(MockServer, FaultsHitToolCallAnswers) {
+  const json tools = json::array({weather_tool()});
+  const json body = tool_body(user_messages("weather?"), tools);
+  const json streamed = tool_body(user_messages("weather?"), tools, true);
+  auto tool_scenario = [](const json& faults) {
+    return json{{"tools", {{"call_probability", 1}}}, {"faults", faults}, {"wrong_model", "impostor"}};
+  };
+  {
+    auto server = serve(tool_scenario({{"wrong_model", 1}}));
+    json j = post_chat(server->port(), body).json_body();
+    EXPECT_EQ(j["model"], "impostor");
+    EXPECT_EQ(j["choices"][0]["finish_reason"], "tool_calls");
+    Request req;
+    req.body = streamed.dump();
+    req.headers = {"Authorization: Bearer k"};
+    std::vector<SseEvent> events = data_events(sse_events(timed_http(server->port(), req).http.body));
+    ASSERT_GE(events.size(), 3u);
+    EXPECT_EQ(events[0].chunk()["model"], "impostor");
+    EXPECT_TRUE(assembled_message(events).contains("tool_calls"));
+  }
+  {
+    auto server = serve(tool_scenario({{"malformed", 1}}));
+    HttpResult r = post_chat(server->port(), body);
+    EXPECT_EQ(r.status, 200);
+    EXPECT_FALSE(json::accept(r.body)) << r.body;
+    Request req;
+    req.body = streamed.dump();
+    req.headers = {"Authorization: Bearer k"};
+    std::vector<SseEvent> events = data_events(sse_events(timed_http(server->port(), req).http.body));
+    int broken = 0;
+    for (const auto& e : events) broken += e.data != "[DONE]" && !json::accept(e.data);
+    EXPECT_EQ(broken, 1);
+  }
+  {
+    // Stalled mid tool-call stream: the call opened, part of its arguments, then silence.
+    auto server = serve(tool_scenario({{"stall", 1}}));
+    Request req;
+    req.body = streamed.dump();
+    req.headers = {"Authorization: Bearer k"};
+    req.timeout_ms = 400;
+    TimedResult r = timed_http(server->port(), req);
+    EXPECT_EQ(r.http.code, CURLE_OPERATION_TIMEDOUT);
+    std::vector<SseEvent> events = data_events(sse_events(r.http.body));
+    ASSERT_GE(events.size(), 1u) << r.http.body;
+    EXPECT_TRUE(events[0].chunk()["choices"][0]["delta"].contains("tool_calls"));
+    json partial = assembled_message(events);
+    EXPECT_FALSE(json::accept(partial["tool_calls"][0]["function"]["arguments"].get<std::string>()));
+    for (const auto& e : events) EXPECT_NE(e.data, "[DONE]");
+    EXPECT_TRUE(drains(*server));
+  }
+  {
+    auto server = serve(tool_scenario({{"reset", 1}}));
+    Request req;
+    req.body = streamed.dump();
+    req.headers = {"Authorization: Bearer k"};
+    TimedResult r = timed_http(server->port(), req);
+    EXPECT_EQ(r.http.code, CURLE_RECV_ERROR) << r.http.error;
+    EXPECT_NE(r.http.body.find("tool_calls"), std::string::npos);
+    EXPECT_EQ(r.http.body.find("[DONE]"), std::string::npos);
+  }
+}
+
+TEST(MockServer, CannedRulesMatchATurnHangOrNameAFault) {
+  auto server = serve({{"tools", {{"call_probability", 1}, {"max_calls", 5}}},
+                       {"canned",
+                        {{{"turn", 2}, {"when", "special"}, {"status", 503}, {"body", "busy"}, {"times", 1}},
+                         {{"turn", 3}, {"fault", "wrong_model"}, {"times", 1}},
+                         {{"turn", 4}, {"hang", true}}}},
+                       {"wrong_model", "impostor"}});
+  const auto port = server->port();
+  const json tools = json::array({weather_tool()});
+  json messages = user_messages("a special trip");
+  auto turn = [&](long timeout_ms = 5000) {
+    return post_chat(port, tool_body(messages, tools), timeout_ms);
+  };
+  HttpResult t1 = turn();  // the rule for turn 2 does not take turn 1, though "special" matches
+  ASSERT_EQ(t1.status, 200) << t1.body;
+  messages = after_turn(messages, t1.json_body()["choices"][0]["message"]);
+
+  HttpResult t2 = turn();
+  EXPECT_EQ(t2.status, 503);
+  EXPECT_EQ(t2.body, "busy");
+  HttpResult t2_again = turn();  // times = 1: the retry gets the real answer
+  ASSERT_EQ(t2_again.status, 200);
+  messages = after_turn(messages, t2_again.json_body()["choices"][0]["message"]);
+
+  HttpResult t3 = turn();  // the mock's own tool-call answer, under the named fault
+  ASSERT_EQ(t3.status, 200);
+  EXPECT_EQ(t3.json_body()["model"], "impostor");
+  EXPECT_EQ(t3.json_body()["choices"][0]["finish_reason"], "tool_calls");
+  HttpResult t3_again = turn();
+  EXPECT_EQ(t3_again.json_body()["model"], "m-a");
+  EXPECT_EQ(raw_message(t3_again.body), raw_message(t3.body));
+  messages = after_turn(messages, t3_again.json_body()["choices"][0]["message"]);
+
+  HttpResult t4 = turn(300);  // turn 4 hangs, every time
+  EXPECT_EQ(t4.code, CURLE_OPERATION_TIMEDOUT);
+  EXPECT_EQ(t4.status, 0);
+  EXPECT_EQ(turn(300).code, CURLE_OPERATION_TIMEDOUT);
+  EXPECT_TRUE(drains(*server));
+
+  json stats = get_stats(port);
+  EXPECT_EQ(stats["by_outcome"]["canned"], 1);
+  EXPECT_EQ(stats["by_outcome"]["wrong_model"], 1);
+  EXPECT_EQ(stats["by_outcome"]["hang"], 2);
+  EXPECT_EQ(stats["by_outcome"]["ok"], 3);
+
+  // A streamed turn can be made to stall mid tool call.
+  auto stalling = serve({{"tools", {{"call_probability", 1}}}, {"canned", {{{"turn", 2}, {"fault", "stall"}}}}});
+  json convo = user_messages("go");
+  Request req;
+  req.headers = {"Authorization: Bearer k"};
+  req.body = tool_body(convo, tools, true).dump();
+  TimedResult s1 = timed_http(stalling->port(), req);
+  ASSERT_EQ(s1.http.code, CURLE_OK);
+  convo = after_turn(convo, assembled_message(sse_events(s1.http.body)));
+  req.body = tool_body(convo, tools, true).dump();
+  req.timeout_ms = 400;
+  TimedResult s2 = timed_http(stalling->port(), req);
+  EXPECT_EQ(s2.http.code, CURLE_OPERATION_TIMEDOUT);
+  EXPECT_NE(s2.http.body.find("\"tool_calls\""), std::string::npos);
+  EXPECT_EQ(s2.http.body.find("[DONE]"), std::string::npos);
+}
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+json get_requests(uint16_t port) {
+  Request r;
+  r.method = "GET";
+  r.path = "/requests";
+  HttpResult res = http(port, r);
+  EXPECT_EQ(res.header("content-type"), "application/json");
+  return res.json_body();
+}
+
+TEST(MockServer, RequestLogListsEveryCompleteAnswerInOrder) {
+  auto server = serve({{"keys", {"k"}},
+                       {"tools", {{"call_probability", 1}}},
+                       {"canned",
+                        {{{"when", "slow please"}, {"status", 429}, {"body", "later"}},
+                         {{"when", "never answer"}, {"hang", true}},
+                         {{"when", "stall this"}, {"fault", "stall"}}}},
+                       {"stream", {{"chunk_ms", 30}}}});
+  const auto port = server->port();
+  EXPECT_EQ(get_requests(port), json::array());
+
+  std::vector<std::string> bodies;
+  const int64_t t0 = now_ms();
+  auto send = [&](const json& body, const std::string& key = "k", long timeout_ms = 5000) {
+    Request r;
+    r.body = body.dump();
+    r.headers = {"Authorization: Bearer " + key};
+    r.timeout_ms = timeout_ms;
+    bodies.push_back(r.body);
+    return timed_http(port, r);
+  };
+  json convo = user_messages("first");
+  send(tool_body(convo, json::array({weather_tool()})));                            // 200, turn 1
+  convo.push_back({{"role", "assistant"}, {"content", "ok"}});
+  convo.push_back({{"role", "user"}, {"content", "second"}});
+  TimedResult streamed = send(tool_body(convo, json::array({weather_tool()}), true));  // 200, turn 2
+  send(chat_body("m-a", "who are you"), "wrong");                                   // 401, turn 1
+  Request bad;
+  bad.body = "{not json";
+  bad.headers = {"Authorization: Bearer k"};
+  http(port, bad);                                          // 400, turn 0
+  send(chat_body("m-a", "slow please"));                    // 429 (canned), turn 1
+  send(chat_body("m-a", "never answer"), "k", 200);         // hangs: not logged
+  send(stream_body("m-a", "stall this", false), "k", 200);  // stalls: not logged
+  const int64_t t1 = now_ms();
+  ASSERT_TRUE(drains(*server));
+
+  json log = get_requests(port);
+  ASSERT_EQ(log.size(), 5u) << log.dump();
+  const std::vector<int> statuses = {200, 200, 401, 400, 429};
+  const std::vector<int> turns = {1, 2, 1, 0, 1};
+  const std::vector<std::string> hashed = {bodies[0], bodies[1], bodies[2], bad.body, bodies[3]};
+  int64_t previous = 0;
+  for (size_t i = 0; i < log.size(); ++i) {
+    SCOPED_TRACE(log[i].dump());
+    EXPECT_EQ(log[i].size(), 4u);
+    EXPECT_EQ(log[i]["status"], statuses[i]);
+    EXPECT_EQ(log[i]["turn"], turns[i]);
+    EXPECT_EQ(log[i]["hash"], stable_hash_hex(hashed[i]));
+    const int64_t at = log[i]["answered_ms"];
+    EXPECT_GE(at, t0);
+    EXPECT_LE(at, t1);
+    EXPECT_GE(at, previous);
+    previous = at;
+  }
+  // A stream is logged when its final chunk is written, chunk_ms after the first ones.
+  ASSERT_FALSE(streamed.reads.empty());
+  EXPECT_GE(log[1]["answered_ms"].get<int64_t>() - log[0]["answered_ms"].get<int64_t>(), 30 * 3);
+  EXPECT_EQ(server->requests(), log);
+
+  // POST /reset empties it.
+  Request reset;
+  reset.path = "/reset";
+  ASSERT_EQ(http(port, reset).status, 200);
+  EXPECT_EQ(get_requests(port), json::array());
+  chat(port, "k", "m-a");
+  EXPECT_EQ(get_requests(port).size(), 1u);
+}
+
+TEST(RequestLog, KeepsTheNewestEntries) {
+  details::RequestLog log(3);
+  for (int i = 1; i <= 5; ++i) log.add({static_cast<uint64_t>(i), 200, 1000 + i, i});
+  EXPECT_EQ(log.size(), 3u);
+  json j = log.to_json();
+  ASSERT_EQ(j.size(), 3u);
+  EXPECT_EQ(j[0], json::parse(R"({"hash":"0000000000000003","status":200,"answered_ms":1003,"turn":3})"));
+  EXPECT_EQ(j[2]["turn"], 5);
+  log.clear();
+  EXPECT_EQ(log.to_json_text(), "[]");
+  EXPECT_EQ(details::RequestLog::default_capacity, 1'000'000u);
+}
+
+TEST(MockServer, ReadsTheTurnOfAConversation) {
+  EXPECT_EQ(details::read_conversation(json::array()).turn, 0);
+  EXPECT_EQ(details::read_conversation(json("nope")).turn, 0);
+  json messages = json::parse(R"([
+      {"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
+      {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1"}]},
+      {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+      {"role": "assistant", "content": "done", "tool_calls": []},
+      {"role": "user", "content": "more"}])");
+  details::ConversationFacts facts = details::read_conversation(messages);
+  EXPECT_EQ(facts.turn, 3);
+  EXPECT_EQ(facts.tool_call_answers, 1);
+}
+
 // ---- stats, reset, routing --------------------------------------------------------
 
 TEST(MockServer, StatsCountOutcomesByKeyAndModel) {
@@ -1354,6 +1991,57 @@ TEST(Scenario, WrongTypesNameTheField) {
   EXPECT_NE(message({{"wrong_model", 7}}).find("wrong_model"), std::string::npos);
   EXPECT_NE(message({{"seed", -3}}).find("seed"), std::string::npos);
   EXPECT_NE(message(json::array()).find("object"), std::string::npos);
+}
+
+TEST(Scenario, ParsesToolsAndTurnRules) {
+  Scenario s = Scenario::from_json(json::parse(R"({
+        "tools": {"call_probability": 0.5, "max_calls": 3, "parallel": 2},
+        "canned": [{"turn": 3, "hang": true}, {"turn": 2, "fault": "stall", "when": "x", "times": 1},
+                   {"hang": false, "status": 500}]
+      })"),
+                                   "s.json");
+  ASSERT_TRUE(s.tools.has_value());
+  EXPECT_DOUBLE_EQ(s.tools->call_probability, 0.5);
+  EXPECT_EQ(s.tools->max_calls, 3);
+  EXPECT_EQ(s.tools->parallel, 2);
+  ASSERT_EQ(s.canned.size(), 3u);
+  EXPECT_EQ(s.canned[0].turn, 3);
+  EXPECT_EQ(s.canned[0].fault, CannedFault::hang);
+  EXPECT_EQ(s.canned[1].fault, CannedFault::stall);
+  EXPECT_EQ(s.canned[1].times, 1);
+  EXPECT_EQ(s.canned[2].fault, CannedFault::none);
+  EXPECT_EQ(s.canned[2].turn, 0);
+
+  Scenario defaults = Scenario::from_json({{"tools", {{"call_probability", 1}}}}, "s.lua");
+  EXPECT_FALSE(defaults.tools->max_calls.has_value());
+  EXPECT_EQ(defaults.tools->parallel, 1);
+  EXPECT_FALSE(Scenario::from_json(json::object(), "s.json").tools.has_value());
+}
+
+TEST(Scenario, ToolsAndTurnErrorsNameTheField) {
+  auto field = [](const json& j) { return scenario_error(j).details()["field"].get<std::string>(); };
+  EXPECT_EQ(field({{"tools", "often"}}), "tools");
+  EXPECT_EQ(field({{"tools", json::object()}}), "tools.call_probability");
+  EXPECT_EQ(field({{"tools", {{"call_probability", 1.5}}}}), "tools.call_probability");
+  EXPECT_EQ(field({{"tools", {{"call_probability", "half"}}}}), "tools.call_probability");
+  EXPECT_EQ(field({{"tools", {{"call_probability", 1}, {"max_calls", -1}}}}), "tools.max_calls");
+  EXPECT_EQ(field({{"tools", {{"call_probability", 1}, {"max_calls", 2.5}}}}), "tools.max_calls");
+  EXPECT_EQ(field({{"tools", {{"call_probability", 1}, {"parallel", 0}}}}), "tools.parallel");
+  EXPECT_EQ(field({{"tools", {{"call_probability", 1}, {"parallel", 129}}}}), "tools.parallel");
+  EXPECT_EQ(field({{"tools", {{"call_probability", 1}, {"maxcalls", 2}}}}), "tools.maxcalls");
+  Error e = scenario_error({{"tools", {{"call_probability", 1}, {"parallel", 0}}}});
+  EXPECT_EQ(e.code(), codes::SCENARIO_INVALID);
+  EXPECT_NE(std::string(e.what()).find("scenarios/flaky.json: tools.parallel"), std::string::npos)
+      << e.what();
+
+  EXPECT_EQ(field({{"canned", {{{"turn", 0}}}}}), "canned[0].turn");
+  EXPECT_EQ(field({{"canned", {{{"turn", "2"}}}}}), "canned[0].turn");
+  EXPECT_EQ(field({{"canned", {{{"hang", "yes"}}}}}), "canned[0].hang");
+  EXPECT_EQ(field({{"canned", {{{"fault", "explode"}}}}}), "canned[0].fault");
+  EXPECT_EQ(field({{"canned", {{{"fault", 1}}}}}), "canned[0].fault");
+  EXPECT_EQ(field({{"canned", {{{"hang", true}, {"fault", "stall"}}}}}), "canned[0].fault");
+  EXPECT_EQ(field({{"canned", {{{"hang", true}, {"status", 500}}}}}), "canned[0].status");
+  EXPECT_EQ(field({{"canned", {{{"fault", "reset"}, {"body", "x"}}}}}), "canned[0].body");
 }
 
 }  // namespace

@@ -47,11 +47,11 @@ std::string_view text_of(const json& message, std::string& scratch) {
   return scratch;
 }
 
+}  // namespace
+
 int64_t token_estimate(size_t bytes) {
   return std::max<int64_t>(1, static_cast<int64_t>(bytes / 4));
 }
-
-}  // namespace
 
 const char* reason_phrase(int status) {
   switch (status) {
@@ -197,9 +197,10 @@ std::string completion_body(uint64_t id, int64_t created, std::string_view model
   append_int(out, created);
   out += R"(,"model":)";
   append_json_string(out, model);
-  out += R"(,"choices":[{"index":0,"message":{"role":"assistant","content":)";
-  append_json_string(out, answer.content);
-  out += R"(},"finish_reason":"stop"}],"usage":{"prompt_tokens":)";
+  out += R"(,"choices":[{"index":0,"message":)";
+  append_message(out, answer);
+  out += answer.tool_calls.empty() ? R"(,"finish_reason":"stop"}],"usage":{"prompt_tokens":)"
+                                   : R"(,"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":)";
   append_int(out, answer.prompt_tokens);
   out += R"(,"completion_tokens":)";
   append_int(out, answer.completion_tokens);
@@ -207,6 +208,28 @@ std::string completion_body(uint64_t id, int64_t created, std::string_view model
   append_int(out, answer.prompt_tokens + answer.completion_tokens);
   out += "}}";
   return out;
+}
+
+void append_message(std::string& out, const ChatAnswer& answer) {
+  out += R"({"role":"assistant","content":)";
+  if (answer.tool_calls.empty()) {
+    append_json_string(out, answer.content);
+    out += '}';
+    return;
+  }
+  out += R"(null,"tool_calls":[)";
+  for (size_t i = 0; i < answer.tool_calls.size(); ++i) {
+    const ToolCall& call = answer.tool_calls[i];
+    if (i > 0) out += ',';
+    out += R"({"id":)";
+    append_json_string(out, call.id);
+    out += R"(,"type":"function","function":{"name":)";
+    append_json_string(out, call.name);
+    out += R"(,"arguments":)";
+    append_json_string(out, call.arguments);
+    out += "}}";
+  }
+  out += "]}";
 }
 
 void append_json_string(std::string& out, std::string_view s) {

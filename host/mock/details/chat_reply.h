@@ -19,11 +19,21 @@ struct Reply {
   const char* content_type = "application/json";  // static, or owned by the scenario
 };
 
+// One function call in an assistant message, as OpenAI writes it.
+struct ToolCall {
+  std::string id;         // "call_" and 16 hex digits
+  std::string name;       // a function the request offered
+  std::string arguments;  // JSON text
+};
+
 // What the mock answers a chat request with, before it is put in a body or a stream.
 struct ChatAnswer {
   std::string content;  // "mock answer: " and the first 200 characters of the last message
+  // Non-empty: the answer is these calls, "content" is null and the
+  // finish_reason "tool_calls".
+  std::vector<ToolCall> tool_calls;
   int64_t prompt_tokens = 0;      // a rough bytes/4 estimate
-  int64_t completion_tokens = 0;  // the same for the content
+  int64_t completion_tokens = 0;  // the same for the content (or the calls)
 };
 
 const char* reason_phrase(int status);
@@ -46,6 +56,7 @@ Reply not_found_reply();
 // if there, else application/json. The reply points into the rule's strings.
 Reply canned_reply(const CannedReply& rule);
 
+// The text answer: a pure function of the messages.
 ChatAnswer chat_answer(const nlohmann::json& messages);
 
 // A chat.completion answering the last message; usage is a rough bytes/4 estimate.
@@ -53,6 +64,13 @@ std::string completion_body(uint64_t id, int64_t created, std::string_view model
                             const nlohmann::json& messages);
 std::string completion_body(uint64_t id, int64_t created, std::string_view model,
                             const ChatAnswer& answer);
+
+// The "message" object of a completion: {"role":"assistant","content":…},
+// with "tool_calls" (and content null) for a tool-calling answer.
+void append_message(std::string& out, const ChatAnswer& answer);
+
+// A rough token count for that many bytes (at least 1).
+int64_t token_estimate(size_t bytes);
 
 // Appends s as a JSON string literal; s must be valid UTF-8.
 void append_json_string(std::string& out, std::string_view s);

@@ -41,6 +41,57 @@ std::string content_chunk(const StreamHead& head, std::string_view piece) {
   return choice_chunk(head, delta, "null");
 }
 
+// A tool call opens with its id, type and name and empty arguments (the first
+// call together with the role, as OpenAI sends it); the arguments follow in
+// fragments that carry only the call's index.
+std::string tool_call_open(size_t index, const ToolCall& call) {
+  std::string out = R"({"index":)";
+  out += std::to_string(index);
+  out += R"(,"id":)";
+  append_json_string(out, call.id);
+  out += R"(,"type":"function","function":{"name":)";
+  append_json_string(out, call.name);
+  out += R"(,"arguments":""}})";
+  return out;
+}
+
+std::string tool_call_chunk(const StreamHead& head, size_t index, const ToolCall& call) {
+  std::string delta;
+  if (index == 0) delta = R"({"role":"assistant","content":null,"tool_calls":[)";
+  else delta = R"({"tool_calls":[)";
+  delta += tool_call_open(index, call);
+  delta += index == 0 ? R"(],"refusal":null})" : "]}";
+  return choice_chunk(head, delta, "null");
+}
+
+std::string arguments_chunk(const StreamHead& head, size_t index, std::string_view piece) {
+  std::string delta = R"({"tool_calls":[{"index":)";
+  delta += std::to_string(index);
+  delta += R"(,"function":{"arguments":)";
+  append_json_string(delta, piece);
+  delta += "}}]}";
+  return choice_chunk(head, delta, "null");
+}
+
+// The events of an answer before its finish: the opening chunk (the role),
+// then one event per piece of the content or of each call's arguments.
+std::vector<std::string> answer_events(const StreamHead& head, const ChatAnswer& answer) {
+  std::vector<std::string> events;
+  if (answer.tool_calls.empty()) {
+    events.push_back(choice_chunk(head, R"({"role":"assistant","content":""})", "null"));
+    for (std::string_view piece : split_content(answer.content))
+      events.push_back(content_chunk(head, piece));
+    return events;
+  }
+  for (size_t i = 0; i < answer.tool_calls.size(); ++i) {
+    const ToolCall& call = answer.tool_calls[i];
+    events.push_back(tool_call_chunk(head, i, call));
+    for (std::string_view piece : split_content(call.arguments))
+      events.push_back(arguments_chunk(head, i, piece));
+  }
+  return events;
+}
+
 std::string usage_chunk(const StreamHead& head, const ChatAnswer& answer) {
   std::string out;
   append_head(out, head);
@@ -82,26 +133,31 @@ std::vector<std::string_view> split_content(std::string_view content) {
 }
 
 StreamPlan stream_plan(const StreamHead& head, const ChatAnswer& answer, StreamFault fault) {
-  const std::vector<std::string_view> pieces = split_content(answer.content);
+  std::vector<std::string> events = answer_events(head, answer);
+  const size_t pieces = events.size() - 1;  // after the opening chunk
+  if (fault == StreamFault::malformed && pieces > 0) {
+    std::string& victim = events[1 + pieces / 2];
+    victim = broken(victim);
+  }
   StreamPlan plan;
-  plan.steps.push_back(choice_chunk(head, R"({"role":"assistant","content":""})", "null"));
-  for (size_t i = 0; i < pieces.size(); ++i) {
-    std::string event = content_chunk(head, pieces[i]);
-    if (fault == StreamFault::malformed && i == pieces.size() / 2) event = broken(event);
-    if (i == 0)
-      plan.steps.front() += event;  // the first token comes with the role
+  // The first piece comes with the opening chunk; every later event is a step.
+  plan.steps.push_back(std::move(events[0]));
+  for (size_t i = 1; i < events.size(); ++i) {
+    if (i == 1)
+      plan.steps.front() += events[i];
     else
-      plan.steps.push_back(std::move(event));
+      plan.steps.push_back(std::move(events[i]));
   }
 
   if (fault == StreamFault::stall || fault == StreamFault::reset) {
-    // Part of the content, then the fault: at least the role and one piece.
-    plan.steps.resize(std::max<size_t>(1, pieces.size() / 2));
+    // Part of the answer, then the fault: at least the opening and one piece.
+    plan.steps.resize(std::max<size_t>(1, pieces / 2));
     plan.ending = fault == StreamFault::stall ? StreamPlan::Ending::stall
                                               : StreamPlan::Ending::reset;
     return plan;
   }
-  std::string last = choice_chunk(head, "{}", R"("stop")");
+  std::string last =
+      choice_chunk(head, "{}", answer.tool_calls.empty() ? R"("stop")" : R"("tool_calls")");
   if (head.include_usage) last += usage_chunk(head, answer);
   last += done_event;
   plan.steps.push_back(std::move(last));

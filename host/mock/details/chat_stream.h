@@ -20,9 +20,9 @@ struct StreamPlan {
     reset,  // after the last step: the connection is reset
   };
   // What the server writes, one step at a time: steps[0] (the role chunk and
-  // the first content piece) after the latency, each further step chunk_ms
-  // later. The last step of a complete stream holds the finish chunk, the
-  // usage chunk (when asked for) and [DONE].
+  // the first piece of content or arguments) after the latency, each further
+  // step chunk_ms later. The last step of a complete stream holds the finish
+  // chunk, the usage chunk (when asked for) and [DONE].
   std::vector<std::string> steps;
   Ending ending = Ending::done;
 };
@@ -35,6 +35,10 @@ struct StreamHead {
   bool include_usage = false;  // stream_options.include_usage: a usage chunk at the end
 };
 
+// Text streams as content deltas; tool calls as OpenAI streams them: the
+// role chunk opens the first call (id, type, name, "arguments": ""), its
+// arguments follow in fragments, each further call opens in its own chunk,
+// and the finish chunk says "tool_calls".
 StreamPlan stream_plan(const StreamHead& head, const ChatAnswer& answer, StreamFault fault);
 
 // The content cut into 4 to 8 pieces of about equal length (fewer when it is

@@ -4,6 +4,22 @@
 #include <chrono>
 
 namespace shepherd::details {
+namespace {
+
+Outcome canned_outcome(CannedFault fault) {
+  switch (fault) {
+    case CannedFault::none: return Outcome::canned;
+    case CannedFault::error_500: return Outcome::error_500;
+    case CannedFault::hang: return Outcome::hang;
+    case CannedFault::stall: return Outcome::stall;
+    case CannedFault::reset: return Outcome::reset;
+    case CannedFault::malformed: return Outcome::malformed;
+    case CannedFault::wrong_model: return Outcome::wrong_model;
+  }
+  return Outcome::canned;
+}
+
+}  // namespace
 
 MockBehavior::MockBehavior(const Scenario& scenario)
     : scenario_(scenario),
@@ -29,11 +45,12 @@ Decision MockBehavior::decide(const ChatFacts& facts, TimePoint now) {
     return d;
   }
   // Canned replies stand in for a real provider's answers: they come before
-  // this mock's own limits and faults, and take its latency.
-  if (const CannedReply* rule = match_canned(facts.body)) {
-    d.outcome = Outcome::canned;
+  // this mock's own limits and faults, and take its latency. A rule naming a
+  // fault makes the request meet it, as a drawn fault would.
+  if (const CannedReply* rule = match_canned(facts)) {
+    d.outcome = canned_outcome(rule->fault);
     d.canned = rule;
-    d.latency_ms = draw_latency_ms();
+    if (d.outcome != Outcome::hang) d.latency_ms = draw_latency_ms();
     return d;
   }
 
@@ -72,12 +89,13 @@ Decision MockBehavior::decide(const ChatFacts& facts, TimePoint now) {
   return d;
 }
 
-const CannedReply* MockBehavior::match_canned(std::string_view body) {
+const CannedReply* MockBehavior::match_canned(const ChatFacts& facts) {
   const std::vector<CannedReply>& rules = scenario_.canned;
   for (size_t i = 0; i < rules.size(); ++i) {
     const CannedReply& rule = rules[i];
     if (rule.times > 0 && canned_used_[i] >= rule.times) continue;
-    if (body.find(rule.when) == std::string_view::npos) continue;  // "" is found everywhere
+    if (rule.turn > 0 && rule.turn != facts.turn) continue;
+    if (facts.body.find(rule.when) == std::string_view::npos) continue;  // "" is found everywhere
     ++canned_used_[i];
     return &rule;
   }

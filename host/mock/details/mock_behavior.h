@@ -24,6 +24,7 @@ struct ChatFacts {
   std::string_view model;
   uint64_t cell = 0;      // stable hash of model + messages (used by first_attempt_only)
   std::string_view body;  // the raw request body (canned rules match on it)
+  int turn = 0;           // of its conversation: 1 + assistant messages; 0 without messages
 };
 
 struct RateHeaders {  // the x-ratelimit-* view of one (key, model) window
@@ -36,7 +37,8 @@ struct Decision {
   Outcome outcome = Outcome::ok;
   double latency_ms = 0;            // delay before answering (faults included)
   std::optional<RateHeaders> rate;  // set once the rate limit was consulted
-  const CannedReply* canned = nullptr;  // the rule answering (outcome canned)
+  // The rule that took the request: outcome canned, or the fault it names.
+  const CannedReply* canned = nullptr;
 };
 
 class MockBehavior {
@@ -59,7 +61,7 @@ class MockBehavior {
     int used = 0;
   };
 
-  const CannedReply* match_canned(std::string_view body);
+  const CannedReply* match_canned(const ChatFacts& facts);
   Outcome draw_fault(uint64_t cell);
   double draw_latency_ms();
 
