@@ -478,6 +478,18 @@ void Run::start_conversations(TaskWorker& worker, WorkerState& state) {
 void Run::expire_conversations(TaskWorker& worker, WorkerState& state) {
   ConversationRunner& conversations = worker.conversations();
   TimePoint now = SteadyClock::now();
+  // Entries of conversations that ended wait for their time like the rest:
+  // drop them once they outnumber the open ones, or a long run piles up
+  // one per task finished within the timeout.
+  if (state.deadlines.size() > 2 * conversations.open() + 1024) {
+    std::vector<WorkerState::Deadline> live;
+    while (!state.deadlines.empty()) {
+      const auto& d = state.deadlines.top();
+      if (conversations.is_open(d.task) && conversations.deadline(d.task) == d.at) live.push_back(d);
+      state.deadlines.pop();
+    }
+    for (const auto& d : live) state.deadlines.push(d);
+  }
   while (!state.deadlines.empty() && state.deadlines.top().at <= now) {
     auto [at, index] = state.deadlines.top();
     state.deadlines.pop();
@@ -628,7 +640,9 @@ RunReport Run::execute() {
                                                      : std::max<size_t>(16, 2 * total_concurrency_);
   for (size_t i = 0; i < workers.size(); ++i) {
     states[i].index = static_cast<int>(i);
-    states[i].max_open = std::max<size_t>(1, (max_open + workers.size() - 1) / workers.size());
+    // max_open bounds the whole run: shared out exactly, the remainder to the
+    // first workers (with fewer conversations than workers, some hold none).
+    states[i].max_open = max_open / workers.size() + (i < max_open % workers.size() ? 1 : 0);
     threads.emplace_back([this, &w = *workers[i], &st = states[i], &busy = busy_since_ms[i]] {
       worker_loop(w, st, busy);
     });
