@@ -20,17 +20,30 @@ namespace {
 constexpr Millis kResumeBudget{10'000};
 constexpr size_t kResumeMemory = size_t{1} << 30;
 
+// An error object's __tostring is the suite's code: it may raise or loop.
+constexpr Millis kDescribeBudget{1'000};
+
 // Where a Lua error came from: the message's "file:line:" prefix, else the
-// innermost Lua frame of the dead coroutine.
-LuaFailure failure_in(lua_State* co) {
+// innermost Lua frame of the dead coroutine. An error object's __tostring
+// runs on L (a dead coroutine takes no calls), protected and bounded.
+LuaFailure failure_in(lua_State* L, lua_State* co) {
   std::string raw;
   if (lua_type(co, -1) == LUA_TSTRING) {
     raw = lua_tostring(co, -1);
-  } else if (luaL_callmeta(co, -1, "__tostring") && lua_type(co, -1) == LUA_TSTRING) {
-    raw = lua_tostring(co, -1);
-    lua_pop(co, 1);
   } else {
     raw = std::string("(error object is a ") + luaL_typename(co, -1) + " value)";
+    if (luaL_getmetafield(co, -1, "__tostring")) {
+      lua_pushvalue(co, -2);
+      lua_xmove(co, L, 2);
+      int status = 0;
+      {
+        CallLimit limit(L, kDescribeBudget);
+        MemoryLimit memory(L, kResumeMemory);
+        status = lua_pcall(L, 1, 1, 0);
+      }
+      if (status == 0 && lua_type(L, -1) == LUA_TSTRING) raw = lua_tostring(L, -1);
+      lua_pop(L, 1);
+    }
   }
   LuaFailure f = parse_lua_message(clip_text(raw));
   if (f.file.empty()) {
@@ -254,7 +267,7 @@ ConversationStep ConversationRunner::finish(uint32_t key, Conversation& c, int s
                               "the task's Lua code ran past conversation.task_timeout_ms (" +
                                   std::to_string(suite_.suite().conversation.task_timeout_ms) + " ms)");
     } else {
-      LuaFailure f = failure_in(co);
+      LuaFailure f = failure_in(suite_.lua(), co);
       step.result = result_of(c, TaskState::failed, codes::TASK_ERROR, f.describe());
     }
     close(key);
