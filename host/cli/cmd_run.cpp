@@ -8,13 +8,20 @@
 #include "core/text.h"
 #include "engine/progress.h"
 #include "engine/run_engine.h"
+#include "suite/matrix.h"
 #include "suite/suite.h"
+#include "suite/suite_runtime.h"
+#include "suite/where.h"
 
 namespace shepherd::cli {
 
 std::string default_db_path(const std::string& suite_dir, const std::string& suite_name, const std::string& db_flag) {
   if (!db_flag.empty()) return std::filesystem::absolute(db_flag).lexically_normal().string();
   return (std::filesystem::path(suite_dir) / (suite_name + ".db")).string();
+}
+
+std::vector<TaskSeed> cells_in_view(const Suite& suite, const std::vector<std::string>& where) {
+  return shepherd::cells_in_view(suite, Where::parse(Matrix(suite.dims), where));
 }
 
 int cmd_run(const GlobalOptions& g, const RunArgs& a) {
@@ -24,6 +31,7 @@ int cmd_run(const GlobalOptions& g, const RunArgs& a) {
   options.workers = a.workers;
   options.retry_failed = a.retry_failed;
   options.rerun_stale = a.rerun_stale;
+  options.where = a.where;
   options.grace_ms = a.grace_ms;
   options.live_progress = !a.no_progress && !g.quiet && isatty(STDERR_FILENO);
   RunReport r = run_suite(suite, options);

@@ -131,9 +131,7 @@ int cmd_status(const GlobalOptions& g, const StatusArgs& a) {
   auto by = split_dims(a.by, suite);
   std::string db = default_db_path(suite.dir, suite.name, a.db);
   Store store(db, Store::Mode::read_only);
-  std::vector<TaskSeed> cells = plan_cells(suite);  // the suite as it is now
-  fill_request_hashes(suite, cells);                // ... and the requests it builds now
-  store.limit_to(cells);
+  store.limit_to(cells_in_view(suite, a.where));
   nlohmann::json s = store.status(suite.name, by);
   s["policy_versions"] = store.policy_versions(suite.name);
   s["keys"] = store.latest_event(suite.name, "pool");

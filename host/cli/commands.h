@@ -30,6 +30,7 @@ struct RunArgs {
   bool rerun_stale = false;
   long grace_ms = 5000;
   bool no_progress = false;
+  std::vector<std::string> where;  // dim=value[,value…], repeatable
 };
 int cmd_run(const GlobalOptions& g, const RunArgs& a);
 
@@ -37,6 +38,7 @@ struct StatusArgs {
   std::string suite;
   std::string db;
   std::string by;  // "dim[,dim…]"
+  std::vector<std::string> where;
 };
 int cmd_status(const GlobalOptions& g, const StatusArgs& a);
 
@@ -46,8 +48,29 @@ struct ExportArgs {
   std::string format;  // jsonl | csv
   std::string out;     // empty: stdout
   bool transcripts = false;  // each conversation's messages too
+  std::vector<std::string> where;
 };
 int cmd_export(const GlobalOptions& g, const ExportArgs& a);
+
+struct ScriptArgs {
+  std::string file;
+  std::vector<std::string> args;  // shepherd.args
+};
+int cmd_script(const GlobalOptions& g, const ScriptArgs& a);
+
+// The options every packaged maintenance workflow takes.
+struct PackagedArgs {
+  std::string suite;
+  std::string db;
+  std::string by;
+  std::vector<std::string> where;
+};
+// Runs lua/shepherd/workflows/<name>.lua as `shepherd script` would.
+int cmd_packaged(const GlobalOptions& g, const std::string& name, const PackagedArgs& a);
+
+// The cells status and export describe: the suite as it is now (with the
+// hashes of the requests it builds now), only the --where slice.
+std::vector<TaskSeed> cells_in_view(const Suite& suite, const std::vector<std::string>& where);
 
 struct MockArgs {
   int port = 8089;

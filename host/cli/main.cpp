@@ -85,12 +85,15 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--grace-ms", run.grace_ms, "After SIGINT/SIGTERM, how long in-flight requests may finish")
       ->check(CLI::Range(0L, 3'600'000L));
   run_cmd->add_flag("--no-progress", run.no_progress, "No live progress line");
+  const char* where_help = "Only this slice: DIM=VALUE[,VALUE…] (repeatable; globs allowed, e.g. prompt_type='flawed_*')";
+  run_cmd->add_option("--where", run.where, where_help);
 
   StatusArgs status;
   auto* status_cmd = app.add_subcommand("status", "Completion and failures per group");
   status_cmd->add_option("suite", status.suite, "Suite file (Lua)")->required();
   status_cmd->add_option("--db", status.db, "Store path");
   status_cmd->add_option("--by", status.by, "Group by these dimensions: DIM[,DIM…]");
+  status_cmd->add_option("--where", status.where, where_help);
 
   ExportArgs exp;
   auto* export_cmd = app.add_subcommand("export", "One record per task, as JSON lines or CSV");
@@ -98,15 +101,29 @@ int main(int argc, char** argv) {
   export_cmd->add_option("--db", exp.db, "Store path");
   export_cmd->add_option("--format", exp.format, "jsonl or csv")->required()->check(CLI::IsMember({"jsonl", "csv"}));
   export_cmd->add_option("--out", exp.out, "Output file (default: stdout)");
+  export_cmd->add_option("--where", exp.where, where_help);
   export_cmd->add_flag("--transcripts", exp.transcripts,
                        "Add each conversation's messages (task suites): the last request's and the last answer");
+
+  ScriptArgs script;
+  auto* script_cmd = app.add_subcommand("script", "Run a workflow script (trusted Lua with the workflow API)");
+  script_cmd->add_option("file", script.file, "Workflow file (Lua)")->required();
+  script_cmd->add_option("args", script.args, "Arguments for the script (shepherd.args)");
+  script_cmd->prefix_command();  // everything after FILE belongs to the script
+
+  PackagedArgs incomplete;
+  auto* incomplete_cmd = app.add_subcommand("incomplete", "Every task not done (a packaged workflow)");
+  incomplete_cmd->add_option("suite", incomplete.suite, "Suite file (Lua)")->required();
+  incomplete_cmd->add_option("--db", incomplete.db, "Store path");
+  incomplete_cmd->add_option("--by", incomplete.by, "Count per group of these dimensions: DIM[,DIM…]");
+  incomplete_cmd->add_option("--where", incomplete.where, where_help);
 
   MockArgs mock;
   auto* mock_cmd = app.add_subcommand("mock", "Serve the built-in OpenAI-compatible mock provider on 127.0.0.1");
   mock_cmd->add_option("--port", mock.port, "Port (0: any free port)")->check(CLI::Range(0, 65535));
   mock_cmd->add_option("--scenario", mock.scenario, "Scenario file (.json or .lua)");
 
-  for (auto* sub : {run_cmd, status_cmd, export_cmd, mock_cmd}) {
+  for (auto* sub : {run_cmd, status_cmd, export_cmd, mock_cmd, incomplete_cmd}) {
     sub->add_flag("--json", g.json, "Print results and errors as JSON on stdout");
   }
 
@@ -128,6 +145,8 @@ int main(int argc, char** argv) {
     if (*status_cmd) return cmd_status(g, status);
     if (*export_cmd) return cmd_export(g, exp);
     if (*mock_cmd) return cmd_mock(g, mock);
+    if (*script_cmd) return cmd_script(g, script);
+    if (*incomplete_cmd) return cmd_packaged(g, "incomplete", incomplete);
   } catch (const Error& e) {
     return report(g, e);
   } catch (const std::exception& e) {

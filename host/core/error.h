@@ -51,6 +51,9 @@ inline constexpr const char* STORE_LOST = "STORE_LOST";
 inline constexpr const char* HTTP_INIT_FAILED = "HTTP_INIT_FAILED";
 inline constexpr const char* MOCK_BIND_FAILED = "MOCK_BIND_FAILED";
 inline constexpr const char* IO_ERROR = "IO_ERROR";
+inline constexpr const char* SCRIPT_NOT_FOUND = "SCRIPT_NOT_FOUND";  // shepherd script FILE: no such file
+inline constexpr const char* SCRIPT_SYNTAX = "SCRIPT_SYNTAX";        // a workflow that does not compile (file, line)
+inline constexpr const char* SCRIPT_ERROR = "SCRIPT_ERROR";          // a workflow raised and nothing caught it
 inline constexpr const char* INTERNAL = "INTERNAL";
 // How a conversation (task(cell, llm)) ends when it does not return a result.
 inline constexpr const char* TASK_ERROR = "TASK_ERROR";      // its Lua raised: message, file and line

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <ctime>
+#include <algorithm>
 #include <filesystem>
 
 #include <spdlog/sinks/basic_file_sink.h>
@@ -71,7 +72,13 @@ std::string open_run_log(const std::string& dir, const std::string& suite, long 
   auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path, false);
   file->set_level(spdlog::level::info);
   file->set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %v");
-  spdlog::default_logger()->sinks().push_back(redacting(file));
+  // One run log at a time: a workflow that runs several slices writes each
+  // run's lines to that run's file only.
+  static std::shared_ptr<spdlog::sinks::sink> current;
+  auto& sinks = spdlog::default_logger()->sinks();
+  if (current) sinks.erase(std::remove(sinks.begin(), sinks.end(), current), sinks.end());
+  current = redacting(file);
+  sinks.push_back(current);
   // spdlog flushes from a thread of its own, which inherits this thread's
   // mask. It must never take SIGINT or SIGTERM: only the run's loop handles
   // them, and a signal delivered to this thread (whenever the loop is not

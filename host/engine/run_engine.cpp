@@ -6,6 +6,7 @@
 #include <atomic>
 #include <functional>
 #include <queue>
+#include <unordered_set>
 #include <condition_variable>
 #include <filesystem>
 #include <thread>
@@ -25,6 +26,7 @@
 #include "store/store.h"
 #include "store/store_lock.h"
 #include "store/turn_log.h"
+#include "suite/where.h"
 #include "store/writer.h"
 
 namespace fs = std::filesystem;
@@ -155,8 +157,23 @@ void Run::plan(Store& store, RunReport& report, const std::function<int(uint64_t
   for (const auto& seed : seeds) ids.push_back(seed.id);
   store.ensure_tasks(suite_.name, seeds);
   seeds.clear();
+  // --where: this run is about a slice of the matrix; nothing else moves.
+  Where where = options_.where_json.is_null() ? Where::parse(matrix_, options_.where)
+                                              : Where::from_json(matrix_, options_.where_json);
+  std::unordered_set<std::string> only(options_.only_tasks.begin(), options_.only_tasks.end());
+  auto in_slice = [&](uint64_t i) { return where.matches(matrix_, i) && (only.empty() || only.count(ids[i])); };
+  if (!where.all()) spdlog::info("this run covers the slice {}", where.describe());
+  if (!only.empty()) spdlog::info("this run covers {} named tasks", only.size());
   if (options_.retry_failed) {
-    int n = store.reset_failed(suite_.name);
+    int n = 0;
+    if (where.all() && only.empty()) {
+      n = store.reset_failed(suite_.name);
+    } else {
+      std::vector<std::string> slice;
+      for (uint64_t i = 0; i < matrix_.size(); ++i)
+        if (in_slice(i)) slice.push_back(ids[i]);
+      n = store.reset_failed(suite_.name, slice);
+    }
     if (n > 0) spdlog::info("{} failed tasks sent back to pending (--retry-failed)", n);
   }
   std::unordered_map<std::string, StoredTask> stored;
@@ -166,6 +183,7 @@ void Run::plan(Store& store, RunReport& report, const std::function<int(uint64_t
   // another max_tokens) is stale: never mixed in silently.
   std::vector<std::string> stale;
   for (uint64_t i = 0; i < matrix_.size(); ++i) {
+    if (!in_slice(i)) continue;
     StoredTask& s = stored.at(ids[i]);
     if (s.state != TaskState::done || s.request_hash.empty()) continue;
     std::string now = hash_of(i);
@@ -189,6 +207,7 @@ void Run::plan(Store& store, RunReport& report, const std::function<int(uint64_t
     if (matrix_.dims()[d].name == "model") model_dim = d;
   uint64_t done = 0, failed = 0;
   for (uint64_t i = 0; i < matrix_.size(); ++i) {
+    if (!in_slice(i)) continue;
     const StoredTask& s = stored.at(ids[i]);
     if (s.state == TaskState::done) { ++done; continue; }
     if (s.state == TaskState::failed) { ++failed; continue; }

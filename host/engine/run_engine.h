@@ -3,6 +3,9 @@
 // every answer, and commit each attempt as it arrives.
 #include <cstdint>
 #include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "engine/dispatcher.h"
 #include "suite/suite.h"
@@ -18,6 +21,9 @@ struct RunOptions {
   int workers = 1;            // threads with a Lua state each
   bool retry_failed = false;  // failed tasks go back to pending first
   bool rerun_stale = false;   // done tasks whose request changed are sent again
+  std::vector<std::string> where;  // "dim=value[,value…]": only this slice of the matrix (suite/where.h)
+  nlohmann::json where_json;       // the same as a workflow's table {dim = value | {values}}, or null
+  std::vector<std::string> only_tasks;  // non-empty: only these task ids (within the slice)
   long grace_ms = 5000;       // after SIGINT/SIGTERM: how long in-flight requests may finish
   bool live_progress = false;
 };

@@ -24,11 +24,17 @@ struct Tally {
   std::map<std::string, int64_t> failures_by_class;
   // Conversations: turns answered, over the tasks that had any.
   int64_t turns = 0, turns_max = 0, tasks_with_turns = 0;
+  int64_t retries = 0;            // attempts beyond each task's first (per turn for conversations)
+  double last_attempt_at = 0;     // unix seconds; 0: never attempted
 
   void add_turns(int64_t sum, int64_t max, int64_t tasks) {
     turns += sum;
     turns_max = std::max(turns_max, max);
     tasks_with_turns += tasks;
+  }
+  void add_attempts(int64_t extra, double last) {
+    retries += extra;
+    last_attempt_at = std::max(last_attempt_at, last);
   }
 
   void add(TaskState state, const std::string& cls, bool is_stale, int64_t n) {
@@ -56,6 +62,8 @@ struct Tally {
             {"completion_rate", rate(done)},
             {"failure_rate", rate(failed)},
             {"failures_by_class", failures_by_class},
+            {"retries", retries},
+            {"last_attempt_at", last_attempt_at > 0 ? json(last_attempt_at) : json()},
             {"turns",
              {{"total", turns},
               {"mean", tasks_with_turns == 0 ? 0.0 : static_cast<double>(turns) / static_cast<double>(tasks_with_turns)},
@@ -218,6 +226,25 @@ int Store::reset_failed(const std::string& suite) {
   });
 }
 
+int Store::reset_failed(const std::string& suite, const std::vector<std::string>& ids) {
+  return details::guard(codes::STORE_WRITE_FAILED, db_->getFilename(), "reset failed tasks", [&] {
+    SQLite::Transaction transaction(*db_, SQLite::TransactionBehavior::IMMEDIATE);
+    SQLite::Statement update(*db_,
+                             "UPDATE tasks SET state = 'pending', conversation = conversation + 1, updated_at = ? "
+                             "WHERE suite = ? AND id = ? AND state = 'failed'");
+    update.bind(1, unix_now());
+    update.bind(2, suite);
+    int n = 0;
+    for (const auto& id : ids) {
+      update.bindNoCopy(3, id);
+      n += update.exec();
+      update.reset();
+    }
+    transaction.commit();
+    return n;
+  });
+}
+
 void Store::limit_to(const std::vector<TaskSeed>& cells) {
   details::guard(codes::IO_ERROR, db_->getFilename(), "scope", [&] {
     // A TEMP table lives in the connection's own temp database: a read-only
@@ -245,7 +272,7 @@ std::string Store::task_source() const {
   return "(SELECT s.seq AS seq, s.id AS id, s.dims AS dims, coalesce(t.state, 'pending') AS state, t.model AS model, "
          "t.content AS content, coalesce(t.attempts, 0) AS attempts, t.error_code AS error_code, "
          "t.error_message AS error_message, t.last_class AS last_class, t.latency_ms AS latency_ms, "
-         "t.usage AS usage, coalesce(t.turns, 0) AS turns, t.transcript AS transcript, "
+         "t.usage AS usage, coalesce(t.turns, 0) AS turns, t.transcript AS transcript, t.updated_at AS updated_at, "
          "(t.state = 'done' AND t.request_hash IS NOT NULL AND s.hash IS NOT NULL "
          "AND t.request_hash <> s.hash) AS stale "
          "FROM temp.scope AS s LEFT JOIN main.tasks AS t ON t.id = s.id AND t.suite = ?1) AS tasks";
@@ -265,7 +292,8 @@ nlohmann::json Store::status(const std::string& suite, const std::vector<std::st
     const size_t state_col = 2 * by.size();
     std::string sql = "SELECT " + columns +
                       "state, CASE WHEN state = 'failed' THEN coalesce(last_class, 'unknown') "
-                      "END, coalesce(stale, 0), count(*), sum(turns), max(turns), sum(turns > 0) FROM " +
+                      "END, coalesce(stale, 0), count(*), sum(turns), max(turns), sum(turns > 0), "
+                      "sum(max(attempts - max(turns, 1), 0)), max(CASE WHEN attempts > 0 THEN updated_at END) FROM " +
                       task_source() + " GROUP BY " + keys +
                       std::to_string(state_col + 1) + ", " + std::to_string(state_col + 2) + ", " +
                       std::to_string(state_col + 3);
@@ -310,6 +338,10 @@ nlohmann::json Store::status(const std::string& suite, const std::vector<std::st
       const int64_t with_turns = query.getColumn(state_col + 6).getInt64();
       groups.back().tally.add_turns(turns, turns_max, with_turns);
       overall.add_turns(turns, turns_max, with_turns);
+      const int64_t retries = query.getColumn(state_col + 7).getInt64();
+      const double last = query.getColumn(state_col + 8).isNull() ? 0 : query.getColumn(state_col + 8).getDouble();
+      groups.back().tally.add_attempts(retries, last);
+      overall.add_attempts(retries, last);
     }
 
     json out = {{"suite", suite}, {"by", by}, {"groups", json::array()}};
@@ -397,6 +429,87 @@ void Store::export_tasks(const std::string& suite, const std::function<void(cons
       details::read_text(row.transcript, query.getColumn(12));
       sink(row);
     }
+  });
+}
+
+void Store::list_tasks(const std::string& suite, const std::string& state, int64_t limit,
+                       const std::function<bool(const json&)>& sink) {
+  details::guard(codes::IO_ERROR, db_->getFilename(), "list tasks", [&] {
+    std::string filter = state.empty()      ? ""
+                         : state == "stale" ? " WHERE coalesce(stale, 0) = 1"
+                                            : " WHERE state = ?2";
+    SQLite::Statement query(*db_,
+                            "SELECT id, dims, state, attempts, last_class, error_code, error_message, model, "
+                            "latency_ms, updated_at, coalesce(stale, 0), coalesce(turns, 0) FROM " +
+                                task_source() + filter + " ORDER BY seq" +
+                                (limit >= 0 ? " LIMIT " + std::to_string(limit) : std::string()));
+    query.bind(1, suite);
+    if (!filter.empty() && state != "stale") query.bind(2, state);
+    auto text = [&](int i) { return query.getColumn(i).isNull() ? json() : json(query.getColumn(i).getString()); };
+    while (query.executeStep()) {
+      json error;
+      if (!query.getColumn(5).isNull()) error = {{"code", text(5)}, {"message", text(6)}};
+      json row = {{"id", text(0)},
+                  {"cell", json::parse(query.getColumn(1).getString(), nullptr, false)},
+                  {"state", text(2)},
+                  {"attempts", query.getColumn(3).getInt()},
+                  {"class", text(4)},
+                  {"error", error},
+                  {"model", text(7)},
+                  {"latency_ms", query.getColumn(8).isNull() ? json() : json(query.getColumn(8).getDouble())},
+                  {"updated_at", query.getColumn(9).isNull() ? json() : json(query.getColumn(9).getDouble())},
+                  {"stale", query.getColumn(10).getInt() != 0},
+                  {"turns", query.getColumn(11).getInt()}};
+      if (!sink(row)) break;
+    }
+  });
+}
+
+nlohmann::json Store::attempts(const std::string& task_id) {
+  return details::guard(codes::IO_ERROR, db_->getFilename(), "read attempts", [&] {
+    SQLite::Statement query(*db_,
+                            "SELECT n, run, key_id, endpoint, model_requested, model_answered, http_status, transport, "
+                            "class, decision, error_code, error_message, policy_version, latency_ms, prompt_tokens, "
+                            "completion_tokens, started_at, ended_at, request_hash, delay_ms, turn, conversation "
+                            "FROM attempts WHERE task = ? ORDER BY id");
+    query.bind(1, task_id);
+    static const char* const names[] = {"n", "run", "key_id", "endpoint", "model_requested", "model_answered",
+                                        "http_status", "transport", "class", "decision", "error_code", "error_message",
+                                        "policy_version", "latency_ms", "prompt_tokens", "completion_tokens",
+                                        "started_at", "ended_at", "request_hash", "delay_ms", "turn", "conversation"};
+    json out = json::array();
+    while (query.executeStep()) {
+      json row = json::object();
+      for (int i = 0; i < static_cast<int>(std::size(names)); ++i) {
+        const SQLite::Column c = query.getColumn(i);
+        if (c.isNull()) row[names[i]] = nullptr;
+        else if (c.isInteger()) row[names[i]] = c.getInt64();
+        else if (c.isFloat()) row[names[i]] = c.getDouble();
+        else row[names[i]] = c.getString();
+      }
+      out.push_back(std::move(row));
+    }
+    return out;
+  });
+}
+
+int Store::reset_matching(const std::string& suite, const std::string& state, const std::vector<std::string>& classes) {
+  return details::guard(codes::STORE_WRITE_FAILED, db_->getFilename(), "reset tasks", [&] {
+    // Within the view (limit_to): their attempts stay as history; a
+    // conversation starts afresh.
+    std::string in_scope = scoped_ ? " AND id IN (SELECT id FROM temp.scope)" : "";
+    std::string class_filter;
+    for (size_t i = 0; i < classes.size(); ++i) class_filter += (i ? ", ?" : "?");
+    if (!classes.empty()) class_filter = " AND coalesce(last_class, '') IN (" + class_filter + ")";
+    SQLite::Statement update(*db_,
+                             "UPDATE tasks SET state = 'pending', conversation = conversation + 1, "
+                             "content = CASE WHEN state = 'done' THEN NULL ELSE content END, updated_at = ?1 "
+                             "WHERE suite = ?2 AND state = ?3" + in_scope + class_filter);
+    update.bind(1, unix_now());
+    update.bind(2, suite);
+    update.bind(3, state);
+    for (size_t i = 0; i < classes.size(); ++i) update.bind(static_cast<int>(i) + 4, classes[i]);
+    return update.exec();
   });
 }
 

@@ -54,6 +54,7 @@ class Store {
   void ensure_tasks(const std::string& suite, const std::vector<TaskSeed>& seeds);
   std::vector<StoredTask> load_tasks(const std::string& suite);
   int reset_failed(const std::string& suite);  // failed -> pending; returns how many
+  int reset_failed(const std::string& suite, const std::vector<std::string>& ids);  // ... of these only
   // These tasks go back to pending, their answer cleared (attempts stay as
   // history); returns how many.
   int reset_to_pending(const std::vector<std::string>& ids);
@@ -75,6 +76,20 @@ class Store {
   // `transcripts`: read each conversation's transcript too.
   void export_tasks(const std::string& suite, const std::function<void(const ExportRow&)>& sink,
                     bool transcripts = false);
+
+  // The tasks in view, in matrix order, with `state` ("" any; "pending",
+  // "done", "failed", or "stale"), at most `limit` (-1: all); each as
+  // {id, cell, state, attempts, class, error = {code, message} | null, model,
+  // latency_ms, updated_at, stale, turns}. The sink returns false to stop.
+  void list_tasks(const std::string& suite, const std::string& state, int64_t limit,
+                  const std::function<bool(const nlohmann::json&)>& sink);
+
+  // Every attempt of a task, oldest first, every column by name.
+  nlohmann::json attempts(const std::string& task_id);
+
+  // Tasks in view in `state` (and whose last class is one of `classes`,
+  // when given) go back to pending, their history kept; returns how many.
+  int reset_matching(const std::string& suite, const std::string& state, const std::vector<std::string>& classes);
 
   // Attempts per policy version, oldest version first:
   // [{"version","attempts","decisions":{decision:n},"classes":{class:n}}].

@@ -4,21 +4,15 @@
 
 #include "core/hash.h"
 #include "core/text.h"
+#include "suite/where.h"
 
 namespace shepherd {
 
 namespace {
 
-// A value as a path segment: text as it is, a record by its name or id.
+// A value as a path segment: text as --where matches it, clipped.
 std::string label_part(const nlohmann::json& v) {
-  if (v.is_string()) return v.get<std::string>();
-  if (v.is_object()) {
-    for (const char* key : {"name", "id", "path"}) {
-      auto it = v.find(key);
-      if (it != v.end() && (it->is_string() || it->is_number())) return label_part(*it);
-    }
-  }
-  std::string text = safe_dump(v);
+  std::string text = value_text(v);
   return text.size() > 40 ? text.substr(0, 37) + "..." : text;
 }
 

@@ -237,14 +237,26 @@ std::string request_hash(const nlohmann::json& body) {
   return stable_hash_hex(safe_dump(copy));
 }
 
-void fill_request_hashes(const Suite& suite, std::vector<TaskSeed>& cells) {
+void fill_request_hashes(const Suite& suite, std::vector<TaskSeed>& cells, const Where& where) {
   Matrix matrix(suite.dims);
   SuiteRuntime runtime(suite, matrix);
   nlohmann::json body;
   std::string error;
   for (uint64_t i = 0; i < cells.size() && i < matrix.size(); ++i) {
+    if (!where.matches(matrix, i)) continue;
     cells[i].request_hash = runtime.request_body(i, body, error) ? request_hash(body) : std::string();
   }
+}
+
+std::vector<TaskSeed> cells_in_view(const Suite& suite, const Where& where) {
+  std::vector<TaskSeed> cells = plan_cells(suite);
+  fill_request_hashes(suite, cells, where);
+  if (where.all()) return cells;
+  Matrix matrix(suite.dims);
+  std::vector<TaskSeed> slice;
+  for (uint64_t i = 0; i < cells.size(); ++i)
+    if (where.matches(matrix, i)) slice.push_back(std::move(cells[i]));
+  return slice;
 }
 
 }  // namespace shepherd

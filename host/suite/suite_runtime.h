@@ -13,6 +13,7 @@
 #include "lua/lua_state.h"
 #include "suite/matrix.h"
 #include "suite/suite.h"
+#include "suite/where.h"
 
 namespace shepherd {
 
@@ -74,7 +75,12 @@ class SuiteRuntime {
 std::string request_hash(const nlohmann::json& body);
 
 // Sets each cell's request_hash from request(cell) as the suite builds it now
-// (empty where it raises). `cells` are plan_cells(suite), in matrix order.
-void fill_request_hashes(const Suite& suite, std::vector<TaskSeed>& cells);
+// (empty where it raises), for the cells `where` keeps. `cells` are
+// plan_cells(suite), in matrix order.
+void fill_request_hashes(const Suite& suite, std::vector<TaskSeed>& cells, const Where& where = Where());
+
+// The cells `status`, `export` and workflows describe: the suite as it is
+// now, with the hashes of the requests it builds now, `where` kept.
+std::vector<TaskSeed> cells_in_view(const Suite& suite, const Where& where);
 
 }  // namespace shepherd

@@ -1,0 +1,187 @@
+#include "workflow/suite_view.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "core/text.h"
+#include "lua/api.h"
+#include "lua/lua_call.h"
+#include "policy/policy_set.h"
+#include "policy/policy_sources.h"
+#include "store/export_format.h"
+#include "store/store.h"
+#include "suite/matrix.h"
+#include "suite/suite_runtime.h"
+#include "suite/where.h"
+
+namespace shepherd {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+Where where_of(const Suite& suite, const nlohmann::json& where) {
+  return Where::from_json(Matrix(suite.dims), where);
+}
+
+}  // namespace
+
+SuiteView::SuiteView(const std::string& suite_path, const std::string& db_path)
+    : suite_(load_suite(suite_path, SuiteLoadOptions{false})) {
+  db_path_ = db_path.empty() ? (fs::path(suite_.dir) / (suite_.name + ".db")).string()
+                             : fs::absolute(db_path).lexically_normal().string();
+}
+
+bool SuiteView::store_exists() const { return fs::exists(db_path_); }
+
+void SuiteView::check_dims(const std::vector<std::string>& by) const {
+  for (const auto& d : by) {
+    bool known = std::any_of(suite_.dims.begin(), suite_.dims.end(), [&](const auto& x) { return x.name == d; });
+    if (!known) throw Error(codes::USAGE, "the suite has no dimension '" + d + "'", Stage::cli, {{"dimension", d}});
+  }
+}
+
+nlohmann::json SuiteView::status(const std::vector<std::string>& by, const nlohmann::json& where) {
+  check_dims(by);
+  Where w = where_of(suite_, where);
+  Store store(db_path_, Store::Mode::read_only);
+  store.limit_to(cells_in_view(suite_, w));
+  nlohmann::json s = store.status(suite_.name, by);
+  for (auto* list : {&s["groups"]}) {
+    for (auto& g : *list) {
+      g["group"] = g["key"];
+      g["failures"] = g["failures_by_class"];
+    }
+  }
+  s["overall"]["failures"] = s["overall"]["failures_by_class"];
+  return s;
+}
+
+void SuiteView::tasks(const std::string& state, const nlohmann::json& where, int64_t limit,
+                      const std::function<bool(const nlohmann::json&)>& sink) {
+  static const char* const states[] = {"", "pending", "done", "failed", "stale"};
+  if (std::find(std::begin(states), std::end(states), state) == std::end(states)) {
+    throw Error(codes::USAGE, "state must be pending, done, failed or stale, not '" + state + "'", Stage::cli);
+  }
+  Where w = where_of(suite_, where);
+  Store store(db_path_, Store::Mode::read_only);
+  store.limit_to(cells_in_view(suite_, w));
+  store.list_tasks(suite_.name, state, limit, sink);
+}
+
+nlohmann::json SuiteView::attempts(const std::string& task_id) {
+  Store store(db_path_, Store::Mode::read_only);
+  return store.attempts(task_id);
+}
+
+nlohmann::json SuiteView::events(const std::string& kind, double since) {
+  Store store(db_path_, Store::Mode::read_only);
+  nlohmann::json out = nlohmann::json::array();
+  for (auto& e : store.events(suite_.name)) {
+    if (!kind.empty() && e["kind"] != kind) continue;
+    if (e["at"].get<double>() < since) continue;
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+int SuiteView::reset(const nlohmann::json& where, const std::string& state, const std::vector<std::string>& classes) {
+  if (state != "failed" && state != "done" && state != "pending") {
+    throw Error(codes::USAGE, "state must be failed or done, not '" + state + "'", Stage::cli);
+  }
+  Where w = where_of(suite_, where);
+  Store store(db_path_, Store::Mode::read_write);
+  if (!w.all()) store.limit_to(cells_in_view(suite_, w));
+  return store.reset_matching(suite_.name, state, classes);
+}
+
+RunReport SuiteView::run(const SliceRun& slice) {
+  where_of(suite_, slice.where);  // misuse is found before the store is touched
+  Suite runnable = load_suite(suite_.path);  // with the keys' values this time
+  RunOptions options;
+  options.db_path = db_path_;
+  options.where_json = slice.where;
+  options.only_tasks = slice.tasks;
+  options.retry_failed = slice.retry_failed;
+  options.live_progress = slice.progress;
+  return run_suite(runnable, options);
+}
+
+void SuiteView::export_to(const std::string& format, const std::string& out_path, const nlohmann::json& where,
+                          bool transcripts) {
+  if (format != "jsonl" && format != "csv") {
+    throw Error(codes::USAGE, "format must be jsonl or csv, not '" + format + "'", Stage::cli);
+  }
+  Where w = where_of(suite_, where);
+  Store store(db_path_, Store::Mode::read_only);
+  store.limit_to(cells_in_view(suite_, w));
+  // Written beside, then renamed: a reader never sees half an export.
+  std::string tmp = out_path + ".tmp";
+  {
+    std::ofstream file(tmp, std::ios::binary | std::ios::trunc);
+    if (!file) throw Error(codes::IO_ERROR, "cannot write " + out_path, Stage::execution, {{"path", out_path}});
+    write_export(store, suite_.name, format, transcripts, file);
+  }
+  std::error_code ec;
+  fs::rename(tmp, out_path, ec);
+  if (ec) throw Error(codes::IO_ERROR, "cannot write " + out_path + ": " + ec.message(), Stage::execution);
+}
+
+nlohmann::json SuiteView::select_retest(const nlohmann::json& overrides, const std::vector<std::string>& by_given,
+                                        const nlohmann::json& where) {
+  std::vector<std::string> by = by_given.empty() ? std::vector<std::string>{"model"} : by_given;
+  if (by_given.empty() && std::none_of(suite_.dims.begin(), suite_.dims.end(), [](const auto& d) { return d.name == "model"; })) {
+    by.clear();  // the model is a resource: the suite is one group
+  }
+  MaintainConfig config = suite_.maintain;
+  auto number = [&](const char* name, double& field) {
+    if (auto it = overrides.find(name); it != overrides.end()) {
+      if (!it->is_number()) throw Error(codes::USAGE, std::string(name) + " must be a number", Stage::cli);
+      field = it->get<double>();
+    }
+  };
+  auto list = [&](const char* name, std::vector<std::string>& field) {
+    if (auto it = overrides.find(name); it != overrides.end()) {
+      field.clear();
+      if (!it->is_array()) throw Error(codes::USAGE, std::string(name) + " must be a list of models", Stage::cli);
+      for (const auto& m : *it) field.push_back(m.is_string() ? m.get<std::string>() : m.dump());
+    }
+  };
+  if (overrides.is_object()) {
+    number("minimum_completion_rate", config.minimum_completion_rate);
+    number("maximum_failure_rate", config.maximum_failure_rate);
+    number("cooldown_hours", config.cooldown_hours);
+    double batch = config.batch_size;
+    number("batch_size", batch);
+    config.batch_size = static_cast<int>(batch);
+    list("priority_models", config.priority_models);
+    list("skip_models", config.skip_models);
+  }
+  nlohmann::json status_json = status(by, where);
+  nlohmann::json groups = status_json["groups"];
+  if (auto it = overrides.find("last_maintained"); overrides.is_object() && it != overrides.end() && it->is_object()) {
+    // The cooldown counts from the group's last maintenance when one is known.
+    for (auto& g : groups) {
+      auto m = it->find(safe_dump(g["key"]));
+      if (m != it->end() && m->is_number()) g["last_attempt_at"] = *m;
+    }
+  }
+  LuaState L;
+  register_shepherd_api(L);
+  PolicySet policies(L, PolicySources::for_suite(suite_), suite_.retry, config);
+  nlohmann::json selection;
+  LuaFailure failure;
+  if (!policies.select(groups, selection, failure)) {
+    throw Error(codes::POLICY_ERROR, "retest select failed: " + failure.describe(), Stage::policy,
+                {{"file", failure.file}, {"line", failure.line}});
+  }
+  for (auto& pick : selection) {
+    for (const auto& g : groups) {
+      if (g["key"] == pick["group"]) pick["tasks"] = g["pending"].get<int64_t>() + g["failed"].get<int64_t>();
+    }
+  }
+  return selection;
+}
+
+}  // namespace shepherd

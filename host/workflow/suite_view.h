@@ -1,0 +1,64 @@
+#pragma once
+// A suite and its store as a workflow script sees them: status by any
+// dimensions, task and attempt queries, events, reset, a slice run and
+// export — computed by the host (SQL), run by the same engine and under the
+// same lock as the commands.
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/run_engine.h"
+#include "suite/suite.h"
+
+namespace shepherd {
+
+struct SliceRun {
+  nlohmann::json where;  // {dim = value | {values}} or null
+  std::vector<std::string> tasks;
+  bool retry_failed = false;
+  bool progress = false;
+};
+
+class SuiteView {
+ public:
+  // Loads and validates the suite (key values are read only when it runs).
+  // Throws Error like load_suite.
+  SuiteView(const std::string& suite_path, const std::string& db_path);
+
+  const Suite& suite() const { return suite_; }
+  const std::string& db_path() const { return db_path_; }
+  bool store_exists() const;
+
+  // Groups as `status --json` gives them, plus "group" (the key) and
+  // "failures" (by class). `where` selects; an unknown dimension or value
+  // throws Error(USAGE).
+  nlohmann::json status(const std::vector<std::string>& by, const nlohmann::json& where);
+  // Tasks in view (state "", "pending", "done", "failed" or "stale"); the sink returns false to stop.
+  void tasks(const std::string& state, const nlohmann::json& where, int64_t limit,
+             const std::function<bool(const nlohmann::json&)>& sink);
+  nlohmann::json attempts(const std::string& task_id);
+  nlohmann::json events(const std::string& kind, double since);
+  // Tasks in `state` (and last class in `classes`, when given) back to pending.
+  int reset(const nlohmann::json& where, const std::string& state, const std::vector<std::string>& classes);
+  // Runs that slice to its end in this process. Throws Error (STORE_LOCKED, KEY_ENV_MISSING, …).
+  RunReport run(const SliceRun& slice);
+  void export_to(const std::string& format, const std::string& out_path, const nlohmann::json& where,
+                 bool transcripts);
+  // The suite's retest policy (packaged or its override) over status
+  // groups by `by` (default {"model"}), with the suite's `maintain` under
+  // `overrides`: [{group, priority, reason, tasks}] (tasks: unfinished in the group).
+  nlohmann::json select_retest(const nlohmann::json& overrides, const std::vector<std::string>& by,
+                               const nlohmann::json& where);
+
+ private:
+  void check_dims(const std::vector<std::string>& by) const;
+
+  Suite suite_;
+  std::string db_path_;
+};
+
+}  // namespace shepherd
