@@ -9,16 +9,18 @@
 --   failure_rate        failed / total
 --   failures_by_class   { timeout = 3, … }
 --   last_attempt_at     unix seconds of the group's latest attempt, or nil
+--   last_maintained_at  unix seconds of the group's last maintenance (shepherd maintain), or nil
 -- config: the suite's `maintain` table over the defaults:
 --   minimum_completion_rate (0.8), maximum_failure_rate (0.3), priority_models ({}),
 --   skip_models ({}), cooldown_hours (2), batch_size (5)
 --
 -- The packaged rules are those of the older system: a group is selected when
 -- its completion rate is below the minimum or its failure rate above the
--- maximum; groups of skip_models and groups attempted within cooldown_hours
--- are left alone; priority 1 for priority models, 2 for severe failure (over
+-- maximum; groups of skip_models and groups maintained within cooldown_hours
+-- are left alone (the cooldown counts from the group's last maintenance);
+-- priority 1 for priority models, 2 for severe failure (over
 -- 50%), 3 for the rest; at most batch_size groups, most urgent first.
-local M = { name = "retest", version = "1" }
+local M = { name = "retest", version = "2" }
 
 local contains = require("shepherd.lists").contains
 
@@ -29,7 +31,7 @@ function M.select(stats, config, now)
   local picked = {}
   for _, g in ipairs(stats) do
     local model = g.key and g.key.model
-    local cooling = g.last_attempt_at and (now - g.last_attempt_at) < config.cooldown_hours * 3600
+    local cooling = g.last_maintained_at and (now - g.last_maintained_at) < config.cooldown_hours * 3600
     if not contains(config.skip_models, model) and not cooling and g.total > 0 then
       local reasons = {}
       if g.completion_rate < config.minimum_completion_rate then

@@ -18,6 +18,10 @@ int cmd_packaged(const GlobalOptions& g, const std::string& name, const Packaged
   if (!a.db.empty()) options.args.push_back("--db=" + a.db);
   if (!a.by.empty()) options.args.push_back("--by=" + a.by);
   for (const auto& w : a.where) options.args.push_back("--where=" + w);
+  if (a.dry_run) options.args.push_back("--dry-run");
+  if (!a.completion_threshold.empty()) options.args.push_back("--completion-threshold=" + a.completion_threshold);
+  if (!a.failure_threshold.empty()) options.args.push_back("--failure-threshold=" + a.failure_threshold);
+  if (!a.script.empty()) options.args.push_back("--script=" + a.script);
   if (g.json) options.args.push_back("--json");
   return run_packaged_workflow(name, options);
 }

@@ -64,6 +64,10 @@ struct PackagedArgs {
   std::string db;
   std::string by;
   std::vector<std::string> where;
+  bool dry_run = false;
+  std::string completion_threshold;
+  std::string failure_threshold;
+  std::string script;  // retest: the shell script to write
 };
 // Runs lua/shepherd/workflows/<name>.lua as `shepherd script` would.
 int cmd_packaged(const GlobalOptions& g, const std::string& name, const PackagedArgs& a);

@@ -118,12 +118,33 @@ int main(int argc, char** argv) {
   incomplete_cmd->add_option("--by", incomplete.by, "Count per group of these dimensions: DIM[,DIM…]");
   incomplete_cmd->add_option("--where", incomplete.where, where_help);
 
+  PackagedArgs maintain;
+  auto* maintain_cmd = app.add_subcommand(
+      "maintain", "Analyse groups, select re-tests by the retest policy, run them, write a report (a packaged workflow)");
+  maintain_cmd->add_option("suite", maintain.suite, "Suite file (Lua)")->required();
+  maintain_cmd->add_option("--db", maintain.db, "Store path");
+  maintain_cmd->add_option("--where", maintain.where, where_help);
+  maintain_cmd->add_flag("--dry-run", maintain.dry_run, "Analyse and select only: send nothing, change nothing");
+  maintain_cmd->add_option("--completion-threshold", maintain.completion_threshold,
+                           "Re-test groups completed below this rate (0..1; default: the suite's maintain)");
+  maintain_cmd->add_option("--failure-threshold", maintain.failure_threshold,
+                           "Re-test groups failing above this rate (0..1)");
+
+  PackagedArgs retest;
+  auto* retest_cmd = app.add_subcommand("retest", "Write a shell script that re-tests the selected groups (a packaged workflow)");
+  retest_cmd->add_option("suite", retest.suite, "Suite file (Lua)")->required();
+  retest_cmd->add_option("--script", retest.script, "The script to write")->required();
+  retest_cmd->add_option("--db", retest.db, "Store path");
+  retest_cmd->add_option("--where", retest.where, where_help);
+  retest_cmd->add_option("--completion-threshold", retest.completion_threshold, "As for maintain");
+  retest_cmd->add_option("--failure-threshold", retest.failure_threshold, "As for maintain");
+
   MockArgs mock;
   auto* mock_cmd = app.add_subcommand("mock", "Serve the built-in OpenAI-compatible mock provider on 127.0.0.1");
   mock_cmd->add_option("--port", mock.port, "Port (0: any free port)")->check(CLI::Range(0, 65535));
   mock_cmd->add_option("--scenario", mock.scenario, "Scenario file (.json or .lua)");
 
-  for (auto* sub : {run_cmd, status_cmd, export_cmd, mock_cmd, incomplete_cmd}) {
+  for (auto* sub : {run_cmd, status_cmd, export_cmd, mock_cmd, incomplete_cmd, maintain_cmd, retest_cmd}) {
     sub->add_flag("--json", g.json, "Print results and errors as JSON on stdout");
   }
 
@@ -147,6 +168,8 @@ int main(int argc, char** argv) {
     if (*mock_cmd) return cmd_mock(g, mock);
     if (*script_cmd) return cmd_script(g, script);
     if (*incomplete_cmd) return cmd_packaged(g, "incomplete", incomplete);
+    if (*maintain_cmd) return cmd_packaged(g, "maintain", maintain);
+    if (*retest_cmd) return cmd_packaged(g, "retest", retest);
   } catch (const Error& e) {
     return report(g, e);
   } catch (const std::exception& e) {

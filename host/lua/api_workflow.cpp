@@ -270,6 +270,34 @@ int view_export(lua_State* L) {
   });
 }
 
+int view_would_retry(lua_State* L) {
+  SuiteView& view = check_view(L, "would_retry");
+  const char* cls = luaL_checkstring(L, 2);
+  return guarded(L, "would_retry", [&] {
+    lua_pushboolean(L, view.would_retry(cls));
+    return 1;
+  });
+}
+
+int view_mark_maintained(lua_State* L) {
+  SuiteView& view = check_view(L, "mark_maintained");
+  luaL_checktype(L, 2, LUA_TTABLE);
+  nlohmann::json group = options_at(L, 2, "mark_maintained");
+  return guarded(L, "mark_maintained", [&] {
+    view.mark_maintained(group);
+    lua_pushboolean(L, 1);
+    return 1;
+  });
+}
+
+int view_info(lua_State* L) {
+  SuiteView& view = check_view(L, "info");
+  return guarded(L, "info", [&] {
+    push_or_raise(L, view.info());
+    return 1;
+  });
+}
+
 int view_index_name(lua_State* L) {
   SuiteView& view = check_view(L, "name");
   lua_pushstring(L, view.suite().name.c_str());
@@ -343,6 +371,9 @@ void register_workflow_api(lua_State* L, const std::vector<std::string>& args, b
                                      {"attempts", view_attempts}, {"events", view_events},
                                      {"run", view_run},         {"reset", view_reset},
                                      {"select_retest", view_select_retest}, {"export", view_export},
+                                     {"would_retry", view_would_retry},
+                                     {"mark_maintained", view_mark_maintained},
+                                     {"info", view_info},
                                      {"name", view_index_name},  {nullptr, nullptr}};
   lua_newtable(L);
   luaL_register(L, nullptr, methods);
@@ -362,6 +393,11 @@ void register_workflow_api(lua_State* L, const std::vector<std::string>& args, b
   lua_setfield(L, -2, "args");
   lua_pushboolean(L, json_output);
   lua_setfield(L, -2, "json_output");
+  // The running binary, for the command lines a workflow writes (retest scripts).
+  std::error_code ec;
+  std::string self = fs::read_symlink("/proc/self/exe", ec).string();
+  lua_pushstring(L, ec ? "shepherd" : self.c_str());
+  lua_setfield(L, -2, "executable");
   static const luaL_Reg fns[] = {{"suite", suite_open}, {"report", report}, {"sleep", sleep_ms},
                                  {"stopping", stopping_fn}, {nullptr, nullptr}};
   luaL_register(L, nullptr, fns);

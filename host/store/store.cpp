@@ -513,6 +513,31 @@ int Store::reset_matching(const std::string& suite, const std::string& state, co
   });
 }
 
+void Store::record_maintenance(const std::string& suite, const nlohmann::json& group, double at) {
+  details::guard(codes::STORE_WRITE_FAILED, db_->getFilename(), "record maintenance", [&] {
+    SQLite::Statement insert(*db_, "INSERT INTO events(run, at, kind, detail) VALUES(NULL, ?, 'maintained', ?)");
+    insert.bind(1, at);
+    insert.bind(2, safe_dump({{"suite", suite}, {"group", group}}));
+    insert.exec();
+  });
+}
+
+std::map<std::string, double> Store::maintained_at(const std::string& suite) {
+  return details::guard(codes::IO_ERROR, db_->getFilename(), "read maintenance", [&] {
+    SQLite::Statement query(*db_,
+                            "SELECT json_extract(detail, '$.group'), max(at) FROM events WHERE kind = 'maintained' "
+                            "AND json_extract(detail, '$.suite') = ? GROUP BY 1");
+    query.bind(1, suite);
+    std::map<std::string, double> out;
+    while (query.executeStep()) {
+      // json_extract gives the group as JSON text; canonical again so it compares with a status key.
+      auto group = json::parse(query.getColumn(0).getString(), nullptr, false);
+      if (!group.is_discarded()) out[safe_dump(group)] = query.getColumn(1).getDouble();
+    }
+    return out;
+  });
+}
+
 nlohmann::json Store::events(const std::string& suite) {
   return details::guard(codes::IO_ERROR, db_->getFilename(), "read events", [&] {
     SQLite::Statement query(*db_,

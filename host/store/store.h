@@ -3,6 +3,7 @@
 // in `meta` and is migrated forward on open. Queries for status and export
 // live here; the hot write path is the Writer's.
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -90,6 +91,11 @@ class Store {
   // Tasks in view in `state` (and whose last class is one of `classes`,
   // when given) go back to pending, their history kept; returns how many.
   int reset_matching(const std::string& suite, const std::string& state, const std::vector<std::string>& classes);
+
+  // `shepherd maintain` notes each group it maintained (the retest cooldown
+  // counts from there) and reads them back: group key (JSON text) -> unix seconds.
+  void record_maintenance(const std::string& suite, const nlohmann::json& group, double at);
+  std::map<std::string, double> maintained_at(const std::string& suite);
 
   // Attempts per policy version, oldest version first:
   // [{"version","attempts","decisions":{decision:n},"classes":{class:n}}].

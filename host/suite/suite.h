@@ -123,6 +123,7 @@ struct MaintainConfig {
   std::vector<std::string> skip_models;
   double cooldown_hours = 2;
   int batch_size = 5;
+  std::vector<std::string> group_by = {"model"};  // how maintain groups tasks (dims)
 
   nlohmann::json to_json() const;
 };

@@ -47,7 +47,8 @@ nlohmann::json MaintainConfig::to_json() const {
           {"priority_models", priority_models},
           {"skip_models", skip_models},
           {"cooldown_hours", cooldown_hours},
-          {"batch_size", batch_size}};
+          {"batch_size", batch_size},
+          {"group_by", group_by}};
 }
 
 Limits ProviderSpec::limits_for(const KeySpec& key, const std::string& model) const {
@@ -518,7 +519,19 @@ void read_maintain(const SuiteReader& r, lua_State* L, int idx, const Suite& sui
   Path p{"maintain"};
   r.expect(idx, LUA_TTABLE, p, "a table");
   r.check_fields(idx, {"minimum_completion_rate", "maximum_failure_rate", "priority_models", "skip_models",
-                       "cooldown_hours", "batch_size"}, p);
+                       "cooldown_hours", "batch_size", "group_by"}, p);
+  {
+    int g = r.get(idx, "group_by");
+    bool given = !lua_isnil(L, g);
+    lua_pop(L, 1);
+    if (given) {
+      m.group_by = r.string_list(idx, "group_by", p, false, true);
+      for (size_t i = 0; i < m.group_by.size(); ++i) {
+        bool known = std::any_of(suite.dims.begin(), suite.dims.end(), [&](const auto& d) { return d.name == m.group_by[i]; });
+        if (!known) r.invalid({"maintain", "group_by", std::to_string(i + 1)}, "'" + m.group_by[i] + "' is not a dimension of the matrix");
+      }
+    }
+  }
   m.minimum_completion_rate = r.number_field(idx, "minimum_completion_rate", p, m.minimum_completion_rate, 0, 1, false);
   m.maximum_failure_rate = r.number_field(idx, "maximum_failure_rate", p, m.maximum_failure_rate, 0, 1, false);
   m.cooldown_hours = r.number_field(idx, "cooldown_hours", p, m.cooldown_hours, 0, 24 * 365, false);

@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "core/clock.h"
 #include "core/text.h"
 #include "lua/api.h"
 #include "lua/lua_call.h"
@@ -35,6 +36,19 @@ SuiteView::SuiteView(const std::string& suite_path, const std::string& db_path)
 
 bool SuiteView::store_exists() const { return fs::exists(db_path_); }
 
+nlohmann::json SuiteView::info() const {
+  nlohmann::json dims = nlohmann::json::object();
+  for (const auto& d : suite_.dims) dims[d.name] = d.values;
+  return {{"name", suite_.name},
+          {"path", suite_.path},
+          {"db", db_path_},
+          {"models", suite_.models},
+          {"model_is_dimension", suite_.model_is_dimension},
+          {"dims", dims},
+          {"maintain", suite_.maintain.to_json()},
+          {"retry", suite_.retry.to_json()}};
+}
+
 void SuiteView::check_dims(const std::vector<std::string>& by) const {
   for (const auto& d : by) {
     bool known = std::any_of(suite_.dims.begin(), suite_.dims.end(), [&](const auto& x) { return x.name == d; });
@@ -48,11 +62,12 @@ nlohmann::json SuiteView::status(const std::vector<std::string>& by, const nlohm
   Store store(db_path_, Store::Mode::read_only);
   store.limit_to(cells_in_view(suite_, w));
   nlohmann::json s = store.status(suite_.name, by);
-  for (auto* list : {&s["groups"]}) {
-    for (auto& g : *list) {
-      g["group"] = g["key"];
-      g["failures"] = g["failures_by_class"];
-    }
+  auto maintained = store.maintained_at(suite_.name);
+  for (auto& g : s["groups"]) {
+    g["group"] = g["key"];
+    g["failures"] = g["failures_by_class"];
+    auto it = maintained.find(safe_dump(g["key"]));
+    g["last_maintained_at"] = it == maintained.end() ? nlohmann::json() : nlohmann::json(it->second);
   }
   s["overall"]["failures"] = s["overall"]["failures_by_class"];
   return s;
@@ -130,8 +145,8 @@ void SuiteView::export_to(const std::string& format, const std::string& out_path
 
 nlohmann::json SuiteView::select_retest(const nlohmann::json& overrides, const std::vector<std::string>& by_given,
                                         const nlohmann::json& where) {
-  std::vector<std::string> by = by_given.empty() ? std::vector<std::string>{"model"} : by_given;
-  if (by_given.empty() && std::none_of(suite_.dims.begin(), suite_.dims.end(), [](const auto& d) { return d.name == "model"; })) {
+  std::vector<std::string> by = by_given.empty() ? suite_.maintain.group_by : by_given;
+  if (by_given.empty() && by == std::vector<std::string>{"model"} && !suite_.model_is_dimension) {
     by.clear();  // the model is a resource: the suite is one group
   }
   MaintainConfig config = suite_.maintain;
@@ -158,15 +173,7 @@ nlohmann::json SuiteView::select_retest(const nlohmann::json& overrides, const s
     list("priority_models", config.priority_models);
     list("skip_models", config.skip_models);
   }
-  nlohmann::json status_json = status(by, where);
-  nlohmann::json groups = status_json["groups"];
-  if (auto it = overrides.find("last_maintained"); overrides.is_object() && it != overrides.end() && it->is_object()) {
-    // The cooldown counts from the group's last maintenance when one is known.
-    for (auto& g : groups) {
-      auto m = it->find(safe_dump(g["key"]));
-      if (m != it->end() && m->is_number()) g["last_attempt_at"] = *m;
-    }
-  }
+  nlohmann::json groups = status(by, where)["groups"];
   LuaState L;
   register_shepherd_api(L);
   PolicySet policies(L, PolicySources::for_suite(suite_), suite_.retry, config);
@@ -182,6 +189,37 @@ nlohmann::json SuiteView::select_retest(const nlohmann::json& overrides, const s
     }
   }
   return selection;
+}
+
+bool SuiteView::would_retry(const std::string& cls) {
+  LuaState L;
+  register_shepherd_api(L);
+  // What the policy says of the class itself, not of a spent budget: as the
+  // first failure of a task whose model still has keys, with a retry to spend.
+  RetryConfig retry = suite_.retry;
+  retry.max_retries = std::max(retry.max_retries, 1);
+  PolicySet policies(L, PolicySources::for_suite(suite_), retry, suite_.maintain);
+  DecideInput in;
+  in.cls = cls;
+  in.attempt = 1;
+  nlohmann::json cell = nlohmann::json::object();
+  in.cell = &cell;
+  in.model_role = suite_.model_is_dimension ? "dimension" : "resource";
+  std::vector<HistoryEntry> history;
+  in.history = &history;
+  in.usable_keys = 1;
+  Decision decision;
+  LuaFailure failure;
+  if (!policies.decide(in, decision, failure)) {
+    throw Error(codes::POLICY_ERROR, "decide failed: " + failure.describe(), Stage::policy,
+                {{"file", failure.file}, {"line", failure.line}});
+  }
+  return decision.action != Decision::Action::fail;
+}
+
+void SuiteView::mark_maintained(const nlohmann::json& group) {
+  Store store(db_path_, Store::Mode::read_write);
+  store.record_maintenance(suite_.name, group, unix_now());
 }
 
 }  // namespace shepherd

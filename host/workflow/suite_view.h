@@ -30,6 +30,8 @@ class SuiteView {
   SuiteView(const std::string& suite_path, const std::string& db_path);
 
   const Suite& suite() const { return suite_; }
+  // {name, path, db, models, model_is_dimension, dims = {name = values}, maintain, retry}
+  nlohmann::json info() const;
   const std::string& db_path() const { return db_path_; }
   bool store_exists() const;
 
@@ -53,6 +55,10 @@ class SuiteView {
   // `overrides`: [{group, priority, reason, tasks}] (tasks: unfinished in the group).
   nlohmann::json select_retest(const nlohmann::json& overrides, const std::vector<std::string>& by,
                                const nlohmann::json& where);
+  // Whether the retry policy would send a task of this last class again.
+  bool would_retry(const std::string& cls);
+  // Notes that `group` was maintained now (the retest cooldown counts from it).
+  void mark_maintained(const nlohmann::json& group);
 
  private:
   void check_dims(const std::vector<std::string>& by) const;
