@@ -9,6 +9,7 @@
 #include "suite/matrix.h"
 #include "suite/suite.h"
 #include "suite/suite_runtime.h"
+#include "workflow/suite_view.h"
 
 namespace shepherd::cli {
 
@@ -48,14 +49,16 @@ void print_table(const nlohmann::json& s, const std::vector<std::string>& by) {
   std::vector<std::string> header = by.empty() ? std::vector<std::string>{"group"} : by;
   // Conversations count their turns beside the tasks.
   const bool turns = s["overall"]["turns"]["total"].get<long long>() > 0;
-  for (const char* h : {"total", "done", "failed", "pending", "stale"}) header.push_back(h);
+  for (const char* h : {"total", "done", "failed", "pending", "stale", "retries"}) header.push_back(h);
   if (turns) {
     for (const char* h : {"turns", "mean", "max"}) header.push_back(h);
   }
   for (const char* h : {"completion", "failure", "failures by class"}) header.push_back(h);
   rows.push_back(header);
   auto row_of = [&](const nlohmann::json& grp, std::vector<std::string> cells) {
-    for (const char* k : {"total", "done", "failed", "pending", "stale"}) cells.push_back(std::to_string(grp[k].get<long long>()));
+    for (const char* k : {"total", "done", "failed", "pending", "stale", "retries"}) {
+      cells.push_back(std::to_string(grp[k].get<long long>()));
+    }
     if (turns) {
       const auto& t = grp["turns"];
       char mean[32];
@@ -124,6 +127,25 @@ void print_keys(const nlohmann::json& keys) {
   }
 }
 
+// One line when `maintain` would select groups now: the routine's next step.
+void print_maintain_hint(const Suite& suite, Store& store, const std::vector<std::string>& by,
+                         const nlohmann::json& s, const StatusArgs& a) {
+  try {
+    std::vector<std::string> group_by = suite.maintain.group_by;
+    if (!suite.model_is_dimension && group_by == std::vector<std::string>{"model"}) group_by.clear();
+    nlohmann::json groups = group_by == by ? s["groups"] : store.status(suite.name, group_by)["groups"];
+    add_maintenance_fields(store, suite.name, groups);
+    nlohmann::json picks = select_retest_groups(suite, groups, suite.maintain);
+    if (picks.empty()) return;
+    int64_t tasks = 0;
+    for (const auto& p : picks) tasks += p.value("tasks", int64_t{0});
+    std::printf("\nmaintain would re-test %zu group%s (%lld unfinished tasks): `shepherd maintain %s --dry-run` shows why\n",
+                picks.size(), picks.size() == 1 ? "" : "s", static_cast<long long>(tasks), a.suite.c_str());
+  } catch (const std::exception&) {
+    // A hint, never a failure of status: a broken retest policy shows in maintain and doctor.
+  }
+}
+
 }  // namespace
 
 int cmd_status(const GlobalOptions& g, const StatusArgs& a) {
@@ -143,6 +165,7 @@ int cmd_status(const GlobalOptions& g, const StatusArgs& a) {
     print_table(s, by);
     print_policy_versions(s["policy_versions"]);
     print_keys(s["keys"]);
+    print_maintain_hint(suite, store, by, s, a);
   }
   return kExitOk;
 }

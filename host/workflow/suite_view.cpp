@@ -28,6 +28,34 @@ Where where_of(const Suite& suite, const nlohmann::json& where) {
 
 }  // namespace
 
+void add_maintenance_fields(Store& store, const std::string& suite, nlohmann::json& groups) {
+  auto maintained = store.maintained_at(suite);
+  for (auto& g : groups) {
+    g["group"] = g["key"];
+    g["failures"] = g["failures_by_class"];
+    auto it = maintained.find(safe_dump(g["key"]));
+    g["last_maintained_at"] = it == maintained.end() ? nlohmann::json() : nlohmann::json(it->second);
+  }
+}
+
+nlohmann::json select_retest_groups(const Suite& suite, const nlohmann::json& groups, const MaintainConfig& config) {
+  LuaState L;
+  register_shepherd_api(L);
+  PolicySet policies(L, PolicySources::for_suite(suite), suite.retry, config);
+  nlohmann::json selection;
+  LuaFailure failure;
+  if (!policies.select(groups, selection, failure)) {
+    throw Error(codes::POLICY_ERROR, "retest select failed: " + failure.describe(), Stage::policy,
+                {{"file", failure.file}, {"line", failure.line}});
+  }
+  for (auto& pick : selection) {
+    for (const auto& g : groups) {
+      if (g["key"] == pick["group"]) pick["tasks"] = g["pending"].get<int64_t>() + g["failed"].get<int64_t>();
+    }
+  }
+  return selection;
+}
+
 SuiteView::SuiteView(const std::string& suite_path, const std::string& db_path)
     : suite_(load_suite(suite_path, SuiteLoadOptions{false})) {
   db_path_ = db_path.empty() ? (fs::path(suite_.dir) / (suite_.name + ".db")).string()
@@ -62,13 +90,7 @@ nlohmann::json SuiteView::status(const std::vector<std::string>& by, const nlohm
   Store store(db_path_, Store::Mode::read_only);
   store.limit_to(cells_in_view(suite_, w));
   nlohmann::json s = store.status(suite_.name, by);
-  auto maintained = store.maintained_at(suite_.name);
-  for (auto& g : s["groups"]) {
-    g["group"] = g["key"];
-    g["failures"] = g["failures_by_class"];
-    auto it = maintained.find(safe_dump(g["key"]));
-    g["last_maintained_at"] = it == maintained.end() ? nlohmann::json() : nlohmann::json(it->second);
-  }
+  add_maintenance_fields(store, suite_.name, s["groups"]);
   s["overall"]["failures"] = s["overall"]["failures_by_class"];
   return s;
 }
@@ -173,22 +195,7 @@ nlohmann::json SuiteView::select_retest(const nlohmann::json& overrides, const s
     list("priority_models", config.priority_models);
     list("skip_models", config.skip_models);
   }
-  nlohmann::json groups = status(by, where)["groups"];
-  LuaState L;
-  register_shepherd_api(L);
-  PolicySet policies(L, PolicySources::for_suite(suite_), suite_.retry, config);
-  nlohmann::json selection;
-  LuaFailure failure;
-  if (!policies.select(groups, selection, failure)) {
-    throw Error(codes::POLICY_ERROR, "retest select failed: " + failure.describe(), Stage::policy,
-                {{"file", failure.file}, {"line", failure.line}});
-  }
-  for (auto& pick : selection) {
-    for (const auto& g : groups) {
-      if (g["key"] == pick["group"]) pick["tasks"] = g["pending"].get<int64_t>() + g["failed"].get<int64_t>();
-    }
-  }
-  return selection;
+  return select_retest_groups(suite_, status(by, where)["groups"], config);
 }
 
 bool SuiteView::would_retry(const std::string& cls) {

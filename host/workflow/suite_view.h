@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/run_engine.h"
+#include "store/store.h"
 #include "suite/suite.h"
 
 namespace shepherd {
@@ -22,6 +23,15 @@ struct SliceRun {
   bool retry_failed = false;
   bool progress = false;
 };
+
+// The retest policy (the suite's, or the packaged one) over status groups
+// (with last_maintained_at), under `config`: [{group, priority, reason, tasks}].
+// Throws Error(POLICY_ERROR) when the policy fails.
+nlohmann::json select_retest_groups(const Suite& suite, const nlohmann::json& groups, const MaintainConfig& config);
+
+// Status groups with what maintenance needs: "group", "failures" and
+// "last_maintained_at" beside the store's fields.
+void add_maintenance_fields(Store& store, const std::string& suite, nlohmann::json& groups);
 
 class SuiteView {
  public:
