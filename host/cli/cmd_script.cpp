@@ -22,6 +22,9 @@ int cmd_packaged(const GlobalOptions& g, const std::string& name, const Packaged
   if (!a.completion_threshold.empty()) options.args.push_back("--completion-threshold=" + a.completion_threshold);
   if (!a.failure_threshold.empty()) options.args.push_back("--failure-threshold=" + a.failure_threshold);
   if (!a.script.empty()) options.args.push_back("--script=" + a.script);
+  if (!a.every.empty()) options.args.push_back("--every=" + a.every);
+  if (a.rounds > 0) options.args.push_back("--rounds=" + std::to_string(a.rounds));
+  if (a.maintain) options.args.push_back("--maintain");
   if (g.json) options.args.push_back("--json");
   return run_packaged_workflow(name, options);
 }

@@ -68,6 +68,9 @@ struct PackagedArgs {
   std::string completion_threshold;
   std::string failure_threshold;
   std::string script;  // retest: the shell script to write
+  std::string every;   // monitor: the interval (30s, 15m, 1h)
+  int rounds = 0;      // monitor: stop after this many rounds; 0: until a signal
+  bool maintain = false;  // monitor: a maintenance round each time
 };
 // Runs lua/shepherd/workflows/<name>.lua as `shepherd script` would.
 int cmd_packaged(const GlobalOptions& g, const std::string& name, const PackagedArgs& a);

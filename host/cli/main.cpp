@@ -139,12 +139,23 @@ int main(int argc, char** argv) {
   retest_cmd->add_option("--completion-threshold", retest.completion_threshold, "As for maintain");
   retest_cmd->add_option("--failure-threshold", retest.failure_threshold, "As for maintain");
 
+  PackagedArgs monitor;
+  auto* monitor_cmd = app.add_subcommand(
+      "monitor", "Every interval: status, error statistics and trends, optionally maintain; a report per round");
+  monitor_cmd->add_option("suite", monitor.suite, "Suite file (Lua)")->required();
+  monitor_cmd->add_option("--db", monitor.db, "Store path");
+  monitor_cmd->add_option("--where", monitor.where, where_help);
+  monitor_cmd->add_option("--every", monitor.every, "Interval: 30s, 15m, 1h (default 1h)");
+  monitor_cmd->add_option("--rounds", monitor.rounds, "Stop after this many rounds (default: until SIGINT/SIGTERM)")
+      ->check(CLI::Range(1, 1'000'000));
+  monitor_cmd->add_flag("--maintain", monitor.maintain, "A maintenance round (as `maintain`) each time");
+
   MockArgs mock;
   auto* mock_cmd = app.add_subcommand("mock", "Serve the built-in OpenAI-compatible mock provider on 127.0.0.1");
   mock_cmd->add_option("--port", mock.port, "Port (0: any free port)")->check(CLI::Range(0, 65535));
   mock_cmd->add_option("--scenario", mock.scenario, "Scenario file (.json or .lua)");
 
-  for (auto* sub : {run_cmd, status_cmd, export_cmd, mock_cmd, incomplete_cmd, maintain_cmd, retest_cmd}) {
+  for (auto* sub : {run_cmd, status_cmd, export_cmd, mock_cmd, incomplete_cmd, maintain_cmd, retest_cmd, monitor_cmd}) {
     sub->add_flag("--json", g.json, "Print results and errors as JSON on stdout");
   }
 
@@ -170,6 +181,7 @@ int main(int argc, char** argv) {
     if (*incomplete_cmd) return cmd_packaged(g, "incomplete", incomplete);
     if (*maintain_cmd) return cmd_packaged(g, "maintain", maintain);
     if (*retest_cmd) return cmd_packaged(g, "retest", retest);
+    if (*monitor_cmd) return cmd_packaged(g, "monitor", monitor);
   } catch (const Error& e) {
     return report(g, e);
   } catch (const std::exception& e) {

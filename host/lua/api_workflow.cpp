@@ -290,6 +290,17 @@ int view_mark_maintained(lua_State* L) {
   });
 }
 
+int view_errors(lua_State* L) {
+  SuiteView& view = check_view(L, "errors");
+  nlohmann::json opts = options_at(L, 2, "errors");
+  return guarded(L, "errors", [&] {
+    auto window = opts.find("window_s");
+    if (window != opts.end() && !window->is_number()) throw Error(codes::USAGE, "window_s must be a number", Stage::cli);
+    push_or_raise(L, view.errors(window == opts.end() ? 3600.0 : window->get<double>()));
+    return 1;
+  });
+}
+
 int view_info(lua_State* L) {
   SuiteView& view = check_view(L, "info");
   return guarded(L, "info", [&] {
@@ -374,6 +385,7 @@ void register_workflow_api(lua_State* L, const std::vector<std::string>& args, b
                                      {"would_retry", view_would_retry},
                                      {"mark_maintained", view_mark_maintained},
                                      {"info", view_info},
+                                     {"errors", view_errors},
                                      {"name", view_index_name},  {nullptr, nullptr}};
   lua_newtable(L);
   luaL_register(L, nullptr, methods);

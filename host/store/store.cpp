@@ -513,6 +513,29 @@ int Store::reset_matching(const std::string& suite, const std::string& state, co
   });
 }
 
+nlohmann::json Store::error_stats(const std::string& suite, double since, double mid) {
+  return details::guard(codes::IO_ERROR, db_->getFilename(), "error statistics", [&] {
+    SQLite::Statement query(*db_,
+                            "SELECT coalesce(a.class, 'unknown'), coalesce(a.error_code, ''), count(*), "
+                            "sum(a.ended_at < ?3), sum(a.ended_at >= ?3) FROM attempts a "
+                            "JOIN tasks t ON t.id = a.task WHERE t.suite = ?1 AND a.ended_at >= ?2 "
+                            "AND coalesce(a.class, '') <> 'ok' AND a.decision NOT IN ('done', 'answered') "
+                            "GROUP BY 1, 2 ORDER BY 3 DESC");
+    query.bind(1, suite);
+    query.bind(2, since);
+    query.bind(3, mid);
+    json out = json::array();
+    while (query.executeStep()) {
+      out.push_back({{"class", query.getColumn(0).getString()},
+                     {"code", query.getColumn(1).getString()},
+                     {"count", query.getColumn(2).getInt64()},
+                     {"first_half", query.getColumn(3).getInt64()},
+                     {"second_half", query.getColumn(4).getInt64()}});
+    }
+    return out;
+  });
+}
+
 void Store::record_maintenance(const std::string& suite, const nlohmann::json& group, double at) {
   details::guard(codes::STORE_WRITE_FAILED, db_->getFilename(), "record maintenance", [&] {
     SQLite::Statement insert(*db_, "INSERT INTO events(run, at, kind, detail) VALUES(NULL, ?, 'maintained', ?)");

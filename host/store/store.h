@@ -92,6 +92,10 @@ class Store {
   // when given) go back to pending, their history kept; returns how many.
   int reset_matching(const std::string& suite, const std::string& state, const std::vector<std::string>& classes);
 
+  // Failed attempts of the suite that ended in [since, now], per class and
+  // code, each split at `mid`: [{class, code, count, first_half, second_half}].
+  nlohmann::json error_stats(const std::string& suite, double since, double mid);
+
   // `shepherd maintain` notes each group it maintained (the retest cooldown
   // counts from there) and reads them back: group key (JSON text) -> unix seconds.
   void record_maintenance(const std::string& suite, const nlohmann::json& group, double at);

@@ -198,6 +198,36 @@ nlohmann::json SuiteView::select_retest(const nlohmann::json& overrides, const s
   return select_retest_groups(suite_, status(by, where)["groups"], config);
 }
 
+nlohmann::json SuiteView::errors(double window_s) {
+  if (!(window_s > 0)) throw Error(codes::USAGE, "window_s must be a number of seconds > 0", Stage::cli);
+  const double now = unix_now();
+  const double since = now - window_s;
+  Store store(db_path_, Store::Mode::read_only);
+  nlohmann::json rows = store.error_stats(suite_.name, since, since + window_s / 2);
+  nlohmann::json by_class = nlohmann::json::object(), by_code = nlohmann::json::object();
+  int64_t total = 0;
+  auto add = [](nlohmann::json& into, const std::string& key, const nlohmann::json& row) {
+    nlohmann::json& e = into[key];
+    if (e.is_null()) e = {{"count", 0}, {"first_half", 0}, {"second_half", 0}};
+    for (const char* f : {"count", "first_half", "second_half"}) e[f] = e.value(f, int64_t{0}) + row[f].get<int64_t>();
+  };
+  for (const auto& row : rows) {
+    total += row["count"].get<int64_t>();
+    add(by_class, row["class"], row);
+    if (!row["code"].get<std::string>().empty()) add(by_code, row["code"], row);
+  }
+  // Increasing: the second half holds clearly more than the first (by a
+  // quarter and at least two); decreasing: clearly fewer; else stable.
+  for (auto* table : {&by_class, &by_code}) {
+    for (auto& [key, e] : table->items()) {
+      const double first = e["first_half"].get<double>(), second = e["second_half"].get<double>();
+      e["trend"] = second >= first * 1.25 + 2 ? "increasing" : first >= second * 1.25 + 2 ? "decreasing" : "stable";
+    }
+  }
+  return {{"window_s", window_s}, {"since", since}, {"now", now}, {"total", total},
+          {"by_class", by_class}, {"by_code", by_code}};
+}
+
 bool SuiteView::would_retry(const std::string& cls) {
   LuaState L;
   register_shepherd_api(L);

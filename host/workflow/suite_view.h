@@ -65,6 +65,10 @@ class SuiteView {
   // `overrides`: [{group, priority, reason, tasks}] (tasks: unfinished in the group).
   nlohmann::json select_retest(const nlohmann::json& overrides, const std::vector<std::string>& by,
                                const nlohmann::json& where);
+  // Failed attempts in the last `window_s` seconds per class and per code,
+  // with a trend (the window's second half against its first):
+  // {window_s, since, total, by_class = {[cls] = {count, first_half, second_half, trend}}, by_code = {…}}.
+  nlohmann::json errors(double window_s);
   // Whether the retry policy would send a task of this last class again.
   bool would_retry(const std::string& cls);
   // Notes that `group` was maintained now (the retest cooldown counts from it).
