@@ -13,6 +13,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "alerts/alert_rules.h"
+#include "alerts/webhook.h"
 #include "core/error.h"
 #include "core/process.h"
 #include "core/redactor.h"
@@ -93,6 +95,7 @@ class Run {
   void expire_conversations(TaskWorker& worker, WorkerState& state);
   void restart_conversation(TaskWorker& worker, uint32_t index);
   void finish_conversation(uint32_t index, TaskResultRecord&& result);
+  void count_for_alerts(const std::string& cls, const std::string& code);  // a failed attempt
   std::string label(const TaskRuntime& t) const;  // for logs: the cell, and the id
   void report_reload(const PolicyWatcher::Result& result);  // log and event
   void record_pool(TimePoint now);
@@ -112,6 +115,8 @@ class Run {
   int64_t stuck_reported_ = 0;  // the busy period already reported as stuck
   std::atomic<bool> workers_done_{false};
   size_t total_concurrency_ = 0;  // of every slot: how many conversations are worth keeping open
+  std::unique_ptr<AlertCounter> alerts_;     // the suite's alert rules, counted live
+  std::unique_ptr<WebhookSender> webhook_;   // where a fired alert is posted, if anywhere
   std::atomic<uint64_t> turns_sent_{0};
   std::atomic<uint64_t> turns_replayed_{0};
 };
@@ -352,6 +357,7 @@ void Run::handle(TaskWorker& worker, WorkerState& state, HttpResponse& r) {
   }
   std::string cls = rec.cls;
   std::string code = rec.error_code, message = rec.error_message;
+  if (alerts_ && out.kind != AttemptOutcome::Kind::done) count_for_alerts(cls, code);
   TurnFacts facts{rec.latency_ms, rec.prompt_tokens, rec.completion_tokens, rec.model_answered};
   // The record is queued before the task can move on, so a later attempt's
   // record can never be committed before this one.
@@ -411,6 +417,16 @@ void Run::handle(TaskWorker& worker, WorkerState& state, HttpResponse& r) {
       break;
   }
   (void)state;
+}
+
+void Run::count_for_alerts(const std::string& cls, const std::string& code) {
+  for (const FiredAlert& f : alerts_->observe(cls, code, unix_now())) {
+    std::string text = f.text(suite_.alerts, suite_.name);
+    nlohmann::json detail = f.to_json(suite_.alerts, suite_.name);
+    spdlog::warn("{}", text);
+    writer_->push(EventRecord{ctx_.run_id, f.at, "alert", safe_dump(detail)});
+    if (webhook_) webhook_->send(safe_dump({{"text", text}, {"alert", detail}}));
+  }
 }
 
 std::string Run::label(const TaskRuntime& t) const {
@@ -623,6 +639,10 @@ RunReport Run::execute() {
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  if (!suite_.alerts.rules.empty()) {
+    alerts_ = std::make_unique<AlertCounter>(suite_.alerts);
+    if (!suite_.alerts.webhook.empty()) webhook_ = std::make_unique<WebhookSender>(suite_.alerts.webhook);
+  }
   // A failed commit stops dispatching at once, from the writer's thread: no
   // request goes out whose answer could not be stored.
   writer_ = std::make_unique<Writer>(options_.db_path, [this] {

@@ -301,6 +301,14 @@ int view_errors(lua_State* L) {
   });
 }
 
+int view_check_alerts(lua_State* L) {
+  SuiteView& view = check_view(L, "check_alerts");
+  return guarded(L, "check_alerts", [&] {
+    push_or_raise(L, view.check_alerts());
+    return 1;
+  });
+}
+
 int view_info(lua_State* L) {
   SuiteView& view = check_view(L, "info");
   return guarded(L, "info", [&] {
@@ -386,6 +394,7 @@ void register_workflow_api(lua_State* L, const std::vector<std::string>& args, b
                                      {"mark_maintained", view_mark_maintained},
                                      {"info", view_info},
                                      {"errors", view_errors},
+                                     {"check_alerts", view_check_alerts},
                                      {"name", view_index_name},  {nullptr, nullptr}};
   lua_newtable(L);
   luaL_register(L, nullptr, methods);

@@ -536,6 +536,26 @@ nlohmann::json Store::error_stats(const std::string& suite, double since, double
   });
 }
 
+double Store::last_alert_at(const std::string& suite, const std::string& name) {
+  return details::guard(codes::IO_ERROR, db_->getFilename(), "read alerts", [&] {
+    SQLite::Statement query(*db_,
+                            "SELECT max(at) FROM events WHERE kind = 'alert' AND json_extract(detail, '$.suite') = ? "
+                            "AND json_extract(detail, '$.rule.name') = ?");
+    query.bind(1, suite);
+    query.bind(2, name);
+    return query.executeStep() && !query.getColumn(0).isNull() ? query.getColumn(0).getDouble() : 0.0;
+  });
+}
+
+void Store::record_alert(const std::string& detail_json, double at) {
+  details::guard(codes::STORE_WRITE_FAILED, db_->getFilename(), "record an alert", [&] {
+    SQLite::Statement insert(*db_, "INSERT INTO events(run, at, kind, detail) VALUES(NULL, ?, 'alert', ?)");
+    insert.bind(1, at);
+    insert.bind(2, detail_json);
+    insert.exec();
+  });
+}
+
 void Store::record_maintenance(const std::string& suite, const nlohmann::json& group, double at) {
   details::guard(codes::STORE_WRITE_FAILED, db_->getFilename(), "record maintenance", [&] {
     SQLite::Statement insert(*db_, "INSERT INTO events(run, at, kind, detail) VALUES(NULL, ?, 'maintained', ?)");

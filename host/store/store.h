@@ -96,6 +96,11 @@ class Store {
   // code, each split at `mid`: [{class, code, count, first_half, second_half}].
   nlohmann::json error_stats(const std::string& suite, double since, double mid);
 
+  // When the alert rule `name` of the suite last fired (events of kind
+  // "alert", from runs or monitor), or 0.
+  double last_alert_at(const std::string& suite, const std::string& name);
+  void record_alert(const std::string& detail_json, double at);  // an event without a run
+
   // `shepherd maintain` notes each group it maintained (the retest cooldown
   // counts from there) and reads them back: group key (JSON text) -> unix seconds.
   void record_maintenance(const std::string& suite, const nlohmann::json& group, double at);

@@ -128,6 +128,24 @@ struct MaintainConfig {
   nlohmann::json to_json() const;
 };
 
+// An alert: `count` failed attempts matching the class and/or code within
+// `window_s` seconds; it fires at most once per window.
+struct AlertRule {
+  std::string name;   // given, or made from the match ("server_error x10/300s")
+  std::string cls;    // match the attempt's class ...
+  std::string code;   // ... and/or its error code; empty: any
+  double window_s = 300;
+  int count = 1;
+
+  bool matches(const std::string& attempt_class, const std::string& attempt_code) const;
+  nlohmann::json to_json() const;
+};
+
+struct AlertSpec {
+  std::vector<AlertRule> rules;
+  std::string webhook;  // POSTed {"text", "alert"} when a rule fires; empty: none
+};
+
 // The policy kinds, in the order they are loaded.
 inline constexpr const char* kPolicyKinds[] = {"classify", "retry", "switch", "retest"};
 
@@ -150,6 +168,7 @@ struct Suite {
   bool has_key_for = false;  // key_for(cell, keys): a preferred key per task
   RetryConfig retry;
   MaintainConfig maintain;
+  AlertSpec alerts;
   PolicyPaths policies;
   std::string config_hash;  // of `source`
 };

@@ -41,6 +41,17 @@ nlohmann::json RetryConfig::to_json() const {
           {"poison_after", poison_after}};
 }
 
+bool AlertRule::matches(const std::string& attempt_class, const std::string& attempt_code) const {
+  return (cls.empty() || cls == attempt_class) && (code.empty() || code == attempt_code);
+}
+
+nlohmann::json AlertRule::to_json() const {
+  nlohmann::json out = {{"name", name}, {"window_s", window_s}, {"count", count}};
+  if (!cls.empty()) out["class"] = cls;
+  if (!code.empty()) out["code"] = code;
+  return out;
+}
+
 nlohmann::json MaintainConfig::to_json() const {
   return {{"minimum_completion_rate", minimum_completion_rate},
           {"maximum_failure_rate", maximum_failure_rate},
@@ -514,6 +525,44 @@ void read_conversation(const SuiteReader& r, lua_State* L, int idx, const Suite&
   c.max_open = static_cast<int>(r.number_field(idx, "max_open", p, c.max_open, 1, 1'000'000, true));
 }
 
+void read_alerts(const SuiteReader& r, lua_State* L, int idx, AlertSpec& alerts) {
+  if (lua_isnil(L, idx)) return;
+  Path p{"alerts"};
+  r.expect(idx, LUA_TTABLE, p, "a table { rules = { … }, webhook = \"http://…\" }");
+  r.check_fields(idx, {"rules", "webhook"}, p);
+  alerts.webhook = r.string_field(idx, "webhook", p, false);
+  if (!alerts.webhook.empty() && alerts.webhook.rfind("http://", 0) != 0 && alerts.webhook.rfind("https://", 0) != 0) {
+    r.invalid({"alerts", "webhook"}, "an http:// or https:// URL");
+  }
+  int rules = r.get(idx, "rules");
+  if (lua_isnil(L, rules)) r.invalid({"alerts", "rules"}, "required field is missing");
+  r.expect(rules, LUA_TTABLE, {"alerts", "rules"}, "a list of { class = …, code = …, window_s = …, count = … }");
+  size_t n = lua_objlen(L, rules);
+  for (size_t i = 1; i <= n; ++i) {
+    lua_rawgeti(L, rules, static_cast<int>(i));
+    int rule = lua_gettop(L);
+    Path rp{"alerts", "rules", std::to_string(i)};
+    r.expect(rule, LUA_TTABLE, rp, "a table { class = …, code = …, window_s = …, count = … }");
+    r.check_fields(rule, {"name", "class", "code", "window_s", "count"}, rp);
+    AlertRule a;
+    a.name = r.string_field(rule, "name", rp, false);
+    a.cls = r.string_field(rule, "class", rp, false);
+    a.code = r.string_field(rule, "code", rp, false);
+    if (a.cls.empty() && a.code.empty()) r.invalid(rp, "give class, code or both");
+    a.window_s = r.number_field(rule, "window_s", rp, a.window_s, 1, 7 * 86400, false);
+    a.count = static_cast<int>(r.number_field(rule, "count", rp, a.count, 1, 1'000'000, true));
+    if (a.name.empty()) {
+      char window[32];
+      std::snprintf(window, sizeof window, "%g", a.window_s);
+      a.name = (a.cls.empty() ? a.code : a.code.empty() ? a.cls : a.cls + "/" + a.code) + " x" +
+               std::to_string(a.count) + "/" + window + "s";
+    }
+    alerts.rules.push_back(std::move(a));
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
 void read_maintain(const SuiteReader& r, lua_State* L, int idx, const Suite& suite, MaintainConfig& m) {
   if (lua_isnil(L, idx)) return;
   Path p{"maintain"};
@@ -622,7 +671,7 @@ Suite load_suite(const std::string& path, const SuiteLoadOptions& options) {
   int t = lua_gettop(L);
   SuiteReader r(L, suite);
   r.check_fields(t, {"name", "description", "providers", "matrix", "models", "request", "task", "conversation", "check", "key_for",
-                     "retry", "maintain", "policies"}, {});
+                     "retry", "maintain", "policies", "alerts"}, {});
 
   suite.name = r.string_field(t, "name", {}, true);
   static const std::regex name_re("[A-Za-z0-9][A-Za-z0-9_.-]*");
@@ -727,6 +776,9 @@ Suite load_suite(const std::string& path, const SuiteLoadOptions& options) {
   lua_pop(L, 1);
   int policies = r.get(t, "policies");
   read_policies(r, L, policies, suite);
+  lua_pop(L, 1);
+  int alerts = r.get(t, "alerts");
+  read_alerts(r, L, alerts, suite.alerts);
   lua_pop(L, 1);
   return suite;
 }

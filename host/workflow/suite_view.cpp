@@ -3,6 +3,10 @@
 #include <filesystem>
 #include <fstream>
 
+#include <spdlog/spdlog.h>
+
+#include "alerts/alert_rules.h"
+#include "alerts/webhook.h"
 #include "core/error.h"
 #include "core/clock.h"
 #include "core/text.h"
@@ -226,6 +230,37 @@ nlohmann::json SuiteView::errors(double window_s) {
   }
   return {{"window_s", window_s}, {"since", since}, {"now", now}, {"total", total},
           {"by_class", by_class}, {"by_code", by_code}};
+}
+
+nlohmann::json SuiteView::check_alerts() {
+  nlohmann::json fired = nlohmann::json::array();
+  if (suite_.alerts.rules.empty()) return fired;
+  const double now = unix_now();
+  Store store(db_path_, Store::Mode::read_write);
+  for (size_t i = 0; i < suite_.alerts.rules.size(); ++i) {
+    const AlertRule& rule = suite_.alerts.rules[i];
+    int64_t count = 0;
+    for (const auto& row : store.error_stats(suite_.name, now - rule.window_s, now)) {
+      if (rule.matches(row["class"].get<std::string>(), row["code"].get<std::string>())) count += row["count"].get<int64_t>();
+    }
+    if (count < rule.count) continue;
+    double last = store.last_alert_at(suite_.name, rule.name);
+    if (last > 0 && now - last < rule.window_s) continue;  // once per window
+    FiredAlert f{i, static_cast<int>(count), now};
+    nlohmann::json detail = f.to_json(suite_.alerts, suite_.name);
+    std::string text = f.text(suite_.alerts, suite_.name);
+    store.record_alert(safe_dump(detail), now);
+    spdlog::warn("{}", text);
+    nlohmann::json out = detail;
+    out["text"] = text;
+    if (!suite_.alerts.webhook.empty()) {
+      std::string error;
+      long status = WebhookSender::post(suite_.alerts.webhook, safe_dump({{"text", text}, {"alert", detail}}), 3000, error);
+      out["webhook"] = status > 0 ? nlohmann::json{{"status", status}} : nlohmann::json{{"error", error}};
+    }
+    fired.push_back(std::move(out));
+  }
+  return fired;
 }
 
 bool SuiteView::would_retry(const std::string& cls) {

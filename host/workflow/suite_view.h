@@ -69,6 +69,11 @@ class SuiteView {
   // with a trend (the window's second half against its first):
   // {window_s, since, total, by_class = {[cls] = {count, first_half, second_half, trend}}, by_code = {…}}.
   nlohmann::json errors(double window_s);
+  // The suite's alert rules over the store's failed attempts now: each rule
+  // with `count` matches in its window that has not fired within that window
+  // fires — an "alert" event, a log line, and the webhook's POST. Returns
+  // [{rule, count, at, text, webhook = {status | error}}].
+  nlohmann::json check_alerts();
   // Whether the retry policy would send a task of this last class again.
   bool would_retry(const std::string& cls);
   // Notes that `group` was maintained now (the retest cooldown counts from it).

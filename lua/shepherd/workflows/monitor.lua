@@ -1,7 +1,8 @@
 -- shepherd monitor SUITE [--every DURATION] [--rounds N] [--maintain] [--where …] [--db PATH] [--json]
 -- Every interval (default 1h): the status of every group, error statistics
 -- per class and per code over the interval with their trend (increasing,
--- stable, decreasing), and with --maintain a maintenance round. Each round
+-- stable, decreasing), the suite's alert rules (a rule that fires is an
+-- event, a log line and a webhook POST), and with --maintain a maintenance round. Each round
 -- writes reports/monitor-<suite>-<ts>.json beside the store. SIGINT or
 -- SIGTERM ends it between rounds. A round that finds the store locked by a
 -- running `shepherd run` says so and waits for the next.
@@ -66,6 +67,7 @@ while true do
   else
     report.status = groups
     report.errors = s:errors{ window_s = every }
+    report.alerts = shepherd.json.array(s:check_alerts() or {})
     if opts.maintain then report.maintain = maintain_round() end
   end
   report.report = shepherd.report(dir .. "/reports/monitor-{suite}-{ts}.json", report)
@@ -84,6 +86,7 @@ while true do
     print(string.format("%s round %d: %d/%d done, %d failed; errors in the last %ds: %s; report %s",
                         os.date("!%Y-%m-%dT%H:%M:%SZ"), round, done, total, failed, every,
                         #trends > 0 and table.concat(trends, " ") or "none", report.report))
+    for _, a in ipairs(report.alerts or {}) do print("  ALERT " .. a.text) end
   end
   io.stdout:flush()
   if rounds and round >= rounds then break end
