@@ -8,6 +8,10 @@ trap 'kill "${mock:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
 cmake --install "$build_dir" --prefix "$work/prefix" >/dev/null
 test -f "$work/prefix/share/shepherd/policies/classify.lua"
 test -f "$work/prefix/share/shepherd/lua/shepherd/models.lua"
+# The editor definitions (README "Editor support") are installed with lua/.
+for f in shepherd suite policies; do
+  head -n 1 "$work/prefix/share/shepherd/lua/meta/$f.lua" | grep -qx -- '---@meta _'
+done
 cp "$work/prefix/bin/shepherd" "$work/prefix/bin/shepherd-copy"
 
 cd "$work"
