@@ -31,6 +31,8 @@ int cmd_run(const GlobalOptions& g, const RunArgs& a) {
   options.workers = a.workers;
   options.retry_failed = a.retry_failed;
   options.rerun_stale = a.rerun_stale;
+  // A mistyped slice is refused before the store, its lock or a run log is touched.
+  Where::parse(Matrix(suite.dims), a.where);
   options.where = a.where;
   options.grace_ms = a.grace_ms;
   options.live_progress = !a.no_progress && !g.quiet && isatty(STDERR_FILENO);
