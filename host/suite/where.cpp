@@ -34,7 +34,8 @@ std::string value_text(const nlohmann::json& v) {
   if (v.is_number_integer() || v.is_number_unsigned()) return v.dump();
   if (v.is_number_float()) {
     double d = v.get<double>();
-    if (d == static_cast<double>(static_cast<int64_t>(d)) && std::abs(d) < 1e15) {
+    // The range first: casting a double beyond int64 to int64 is undefined.
+    if (std::abs(d) < 1e15 && d == static_cast<double>(static_cast<int64_t>(d))) {
       return std::to_string(static_cast<int64_t>(d));
     }
     char buf[32];
