@@ -159,6 +159,24 @@ int main(int argc, char** argv) {
     sub->add_flag("--json", g.json, "Print results and errors as JSON on stdout");
   }
 
+  // `shepherd [FLAGS] script FILE ARGS…`: what follows FILE is the script's,
+  // word for word. Left to CLI11, --json and -v went to shepherd and any
+  // other dashed word (--where=…, as lua/shepherd/args.lua reads them) was a
+  // usage error; so the script's words are set aside before parsing.
+  std::vector<std::string> script_words;
+  {
+    int i = 1;
+    while (i < argc && argv[i][0] == '-') ++i;  // shepherd's own flags; none takes a value
+    if (i < argc && std::string_view(argv[i]) == "script") {
+      int file = i + 1;
+      while (file < argc && argv[file][0] == '-') ++file;  // script --help
+      if (file < argc) {
+        script_words.assign(argv + file + 1, argv + argc);
+        argc = file + 1;
+      }
+    }
+  }
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -177,7 +195,10 @@ int main(int argc, char** argv) {
     if (*status_cmd) return cmd_status(g, status);
     if (*export_cmd) return cmd_export(g, exp);
     if (*mock_cmd) return cmd_mock(g, mock);
-    if (*script_cmd) return cmd_script(g, script);
+    if (*script_cmd) {
+      script.args = script_words;
+      return cmd_script(g, script);
+    }
     if (*incomplete_cmd) return cmd_packaged(g, "incomplete", incomplete);
     if (*maintain_cmd) return cmd_packaged(g, "maintain", maintain);
     if (*retest_cmd) return cmd_packaged(g, "retest", retest);
