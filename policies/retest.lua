@@ -31,7 +31,10 @@ function M.select(stats, config, now)
   local picked = {}
   for _, g in ipairs(stats) do
     local model = g.key and g.key.model
-    local cooling = g.last_maintained_at and (now - g.last_maintained_at) < config.cooldown_hours * 3600
+    -- cooldown_hours = 0 never cools: os.time() is whole seconds and may read
+    -- earlier than a maintenance recorded in the same second.
+    local cooling = config.cooldown_hours > 0 and g.last_maintained_at
+      and (now - g.last_maintained_at) < config.cooldown_hours * 3600
     if not contains(config.skip_models, model) and not cooling and g.total > 0 then
       local reasons = {}
       if g.completion_rate < config.minimum_completion_rate then
