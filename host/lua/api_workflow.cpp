@@ -309,6 +309,16 @@ int view_check_alerts(lua_State* L) {
   });
 }
 
+int view_check_where(lua_State* L) {
+  SuiteView& view = check_view(L, "check_where");
+  nlohmann::json where = options_at(L, 2, "check_where");
+  return guarded(L, "check_where", [&] {
+    view.check_where(where);
+    lua_pushboolean(L, 1);
+    return 1;
+  });
+}
+
 int view_info(lua_State* L) {
   SuiteView& view = check_view(L, "info");
   return guarded(L, "info", [&] {
@@ -393,6 +403,7 @@ void register_workflow_api(lua_State* L, const std::vector<std::string>& args, b
                                      {"would_retry", view_would_retry},
                                      {"mark_maintained", view_mark_maintained},
                                      {"info", view_info},
+                                     {"check_where", view_check_where},
                                      {"errors", view_errors},
                                      {"check_alerts", view_check_alerts},
                                      {"name", view_index_name},  {nullptr, nullptr}};

@@ -68,6 +68,8 @@ SuiteView::SuiteView(const std::string& suite_path, const std::string& db_path)
 
 bool SuiteView::store_exists() const { return fs::exists(db_path_); }
 
+void SuiteView::check_where(const nlohmann::json& where) const { where_of(suite_, where); }
+
 nlohmann::json SuiteView::info() const {
   nlohmann::json dims = nlohmann::json::object();
   for (const auto& d : suite_.dims) dims[d.name] = d.values;

@@ -44,6 +44,8 @@ class SuiteView {
   nlohmann::json info() const;
   const std::string& db_path() const { return db_path_; }
   bool store_exists() const;
+  // Throws Error(USAGE) when `where` names an unknown dimension or value.
+  void check_where(const nlohmann::json& where) const;
 
   // Groups as `status --json` gives them, plus "group" (the key) and
   // "failures" (by class). `where` selects; an unknown dimension or value

@@ -399,6 +399,12 @@ function SuiteHandle:errors(options) end
 ---@return string|nil message
 function SuiteHandle:check_alerts() end
 
+--- Raises `bad argument` when `where` names an unknown dimension or a value
+--- that matches nothing; cheap (no store access).
+---@param where shepherd.Where|nil
+---@return true
+function SuiteHandle:check_where(where) end
+
 ---@class shepherd.SuiteInfo
 ---@field name string
 ---@field path string               the suite file, absolute

@@ -19,6 +19,9 @@ function M.open()
   local where = args.where(opts.where)
   local s, code, message = shepherd.suite(opts[1], { db = opts.db })
   if not s then return nil, M.fail(code, message) end
+  -- A mistyped --where is a usage error, before any work.
+  local ok, err = pcall(s.check_where, s, where)
+  if not ok then return nil, M.fail("USAGE", tostring(err):gsub("^bad argument #1 to 'check_where' %((.*)%)$", "%1")) end
   return s, opts, where
 end
 

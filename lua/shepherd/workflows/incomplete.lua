@@ -18,6 +18,11 @@ if not s then
   io.stderr:write("shepherd: error ", code, ": ", message, "\n")
   return code == "STORE_LOCKED" and 1 or 2
 end
+local valid, why = pcall(s.check_where, s, where)
+if not valid then
+  io.stderr:write("shepherd: error USAGE: ", (tostring(why):gsub("^bad argument #1 to 'check_where' %((.*)%)$", "%1")), "\n")
+  return 2
+end
 
 local function label(cell)
   local keys = {}
