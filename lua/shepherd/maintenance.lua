@@ -5,11 +5,29 @@ local M = {}
 
 local args = require("shepherd.args")
 
---- Prints "shepherd: error CODE: message" and returns the exit code for it.
+-- The stage of an error code, as the host's errors name it.
+local function stage_of(code)
+  if code == "USAGE" then return "cli" end
+  if code:match("^SUITE_") then return "config" end
+  if code:match("^STORE_") or code == "IO_ERROR" then return "storage" end
+  if code:match("^POLICY_") then return "policy" end
+  return "execution"
+end
+
+--- Reports an error as every command does — "shepherd: error CODE: message"
+--- on stderr, or with --json the error object on stdout — and returns the
+--- exit code for it.
 function M.fail(code, message)
-  io.stderr:write("shepherd: error ", tostring(code), ": ", tostring(message), "\n")
-  if code == "USAGE" or code == "SUITE_NOT_FOUND" or code == "SUITE_INVALID" or code == "SUITE_SYNTAX" then return 2 end
-  return 1
+  code, message = tostring(code), tostring(message)
+  local exit = 1
+  if code == "USAGE" or code == "SUITE_NOT_FOUND" or code == "SUITE_INVALID" or code == "SUITE_SYNTAX" then exit = 2 end
+  if shepherd.json_output then
+    print(shepherd.json.encode{ status = "error", exit_code = exit, timestamp = os.date("!%Y-%m-%dT%H:%M:%SZ"),
+                                error = { code = code, message = message, stage = stage_of(code), details = {} } })
+  else
+    io.stderr:write("shepherd: error ", code, ": ", message, "\n")
+  end
+  return exit
 end
 
 --- The command line of a packaged workflow: opts, the suite handle, where.
