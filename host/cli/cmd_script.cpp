@@ -25,6 +25,7 @@ int cmd_packaged(const GlobalOptions& g, const std::string& name, const Packaged
   if (!a.every.empty()) options.args.push_back("--every=" + a.every);
   if (a.rounds > 0) options.args.push_back("--rounds=" + std::to_string(a.rounds));
   if (a.maintain) options.args.push_back("--maintain");
+  if (a.probe) options.args.push_back("--probe");
   if (g.json) options.args.push_back("--json");
   return run_packaged_workflow(name, options);
 }

@@ -71,6 +71,7 @@ struct PackagedArgs {
   std::string every;   // monitor: the interval (30s, 15m, 1h)
   int rounds = 0;      // monitor: stop after this many rounds; 0: until a signal
   bool maintain = false;  // monitor: a maintenance round each time
+  bool probe = false;     // doctor: one minimal request per (key, model)
 };
 // Runs lua/shepherd/workflows/<name>.lua as `shepherd script` would.
 int cmd_packaged(const GlobalOptions& g, const std::string& name, const PackagedArgs& a);

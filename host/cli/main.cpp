@@ -150,12 +150,21 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1'000'000));
   monitor_cmd->add_flag("--maintain", monitor.maintain, "A maintenance round (as `maintain`) each time");
 
+  PackagedArgs doctor;
+  auto* doctor_cmd = app.add_subcommand(
+      "doctor", "Health check: suite, policies and selftests, key variables, store, disk, logs (a packaged workflow)");
+  doctor_cmd->add_option("suite", doctor.suite, "Suite file (Lua)")->required();
+  doctor_cmd->add_option("--db", doctor.db, "Store path");
+  doctor_cmd->add_flag("--probe", doctor.probe,
+                       "Also send one minimal request (max_tokens 1) per (key, model): costs tokens");
+
   MockArgs mock;
   auto* mock_cmd = app.add_subcommand("mock", "Serve the built-in OpenAI-compatible mock provider on 127.0.0.1");
   mock_cmd->add_option("--port", mock.port, "Port (0: any free port)")->check(CLI::Range(0, 65535));
   mock_cmd->add_option("--scenario", mock.scenario, "Scenario file (.json or .lua)");
 
-  for (auto* sub : {run_cmd, status_cmd, export_cmd, mock_cmd, incomplete_cmd, maintain_cmd, retest_cmd, monitor_cmd}) {
+  for (auto* sub : {run_cmd, status_cmd, export_cmd, mock_cmd, incomplete_cmd, maintain_cmd, retest_cmd, monitor_cmd,
+                    doctor_cmd}) {
     sub->add_flag("--json", g.json, "Print results and errors as JSON on stdout");
   }
 
@@ -203,6 +212,7 @@ int main(int argc, char** argv) {
     if (*maintain_cmd) return cmd_packaged(g, "maintain", maintain);
     if (*retest_cmd) return cmd_packaged(g, "retest", retest);
     if (*monitor_cmd) return cmd_packaged(g, "monitor", monitor);
+    if (*doctor_cmd) return cmd_packaged(g, "doctor", doctor);
   } catch (const Error& e) {
     return report(g, e);
   } catch (const std::exception& e) {

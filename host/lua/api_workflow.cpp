@@ -13,6 +13,7 @@
 #include "core/process.h"
 #include "core/text.h"
 #include "lua/lua_json.h"
+#include "workflow/doctor.h"
 #include "workflow/suite_view.h"
 
 namespace shepherd {
@@ -131,7 +132,9 @@ int suite_open(lua_State* L) {
   const char* path = luaL_checkstring(L, 1);
   nlohmann::json opts = options_at(L, 2, "suite");
   return guarded(L, "suite", [&] {
-    std::string db = opts.value("db", std::string());
+    auto given = opts.find("db");
+    if (given != opts.end() && !given->is_string()) throw Error(codes::USAGE, "db must be a path", Stage::cli);
+    std::string db = given == opts.end() ? std::string() : given->get<std::string>();
     auto view = std::make_unique<SuiteView>(path, db);
     auto* box = static_cast<ViewBox*>(lua_newuserdata(L, sizeof(ViewBox)));
     new (box) ViewBox{std::move(view)};
@@ -327,6 +330,54 @@ int view_info(lua_State* L) {
   });
 }
 
+// The options of s:doctor and shepherd.doctor_suite: {probe = bool[, db = PATH]}.
+DoctorOptions doctor_options(lua_State* L, const nlohmann::json& opts) {
+  DoctorOptions o;
+  if (auto it = opts.find("probe"); it != opts.end()) {
+    if (!it->is_boolean()) throw Error(codes::USAGE, "probe must be a boolean", Stage::cli);
+    o.probe = it->get<bool>();
+  }
+  if (auto it = opts.find("db"); it != opts.end()) {
+    if (!it->is_string()) throw Error(codes::USAGE, "db must be a path", Stage::cli);
+    o.db_path = it->get<std::string>();
+  }
+  // SIGINT/SIGTERM cancel the probes in flight (and stopping() stays true).
+  o.stopping = [L] { return stopping(L); };
+  return o;
+}
+
+nlohmann::json checks_json(const std::vector<DoctorCheck>& checks) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& c : checks) out.push_back(c.to_json());
+  return out;
+}
+
+// s:doctor{probe = bool} -> { {name, ok, detail, warning, data}, … }
+int view_doctor(lua_State* L) {
+  SuiteView& view = check_view(L, "doctor");
+  nlohmann::json opts = options_at(L, 2, "doctor");
+  return guarded(L, "doctor", [&] {
+    if (opts.contains("db")) throw Error(codes::USAGE, "db is the handle's: give it to shepherd.suite", Stage::cli);
+    DoctorOptions o = doctor_options(L, opts);
+    o.db_path = view.db_path();
+    push_or_raise(L, checks_json(run_doctor(view.suite(), o)));
+    return 1;
+  });
+}
+
+// shepherd.doctor_suite(path, {db, probe}) -> checks, {suite, db}: works on a
+// suite that does not load too (its failure is the "suite" check).
+int doctor_suite_fn(lua_State* L) {
+  const char* path = luaL_checkstring(L, 1);
+  nlohmann::json opts = options_at(L, 2, "doctor_suite");
+  return guarded(L, "doctor_suite", [&] {
+    DoctorReport report = doctor_suite(path, doctor_options(L, opts));
+    push_or_raise(L, checks_json(report.checks));
+    push_or_raise(L, {{"suite", report.suite}, {"db", report.db}});
+    return 2;
+  });
+}
+
 int view_index_name(lua_State* L) {
   SuiteView& view = check_view(L, "name");
   lua_pushstring(L, view.suite().name.c_str());
@@ -352,9 +403,16 @@ int report(lua_State* L) {
     gmtime_r(&now, &tm);
     std::strftime(ts, sizeof ts, "%Y%m%d-%H%M%S", &tm);
     std::string path = tpl;
+    const bool stamped = path.find("{ts}") != std::string::npos;
     for (auto [key, value] : {std::pair<std::string, std::string>{"{ts}", ts},
                               {"{suite}", body.is_object() ? body.value("suite", std::string("suite")) : "suite"}}) {
       for (size_t at; (at = path.find(key)) != std::string::npos;) path.replace(at, key.size(), value);
+    }
+    // Two reports in one second must not overwrite each other.
+    if (stamped && fs::exists(path)) {
+      fs::path base(path);
+      std::string stem = base.stem().string(), ext = base.extension().string();
+      for (int n = 2; fs::exists(path); ++n) path = (base.parent_path() / (stem + "-" + std::to_string(n) + ext)).string();
     }
     fs::path p(path);
     if (p.has_parent_path()) fs::create_directories(p.parent_path());
@@ -406,6 +464,7 @@ void register_workflow_api(lua_State* L, const std::vector<std::string>& args, b
                                      {"check_where", view_check_where},
                                      {"errors", view_errors},
                                      {"check_alerts", view_check_alerts},
+                                     {"doctor", view_doctor},
                                      {"name", view_index_name},  {nullptr, nullptr}};
   lua_newtable(L);
   luaL_register(L, nullptr, methods);
@@ -431,7 +490,8 @@ void register_workflow_api(lua_State* L, const std::vector<std::string>& args, b
   lua_pushstring(L, ec ? "shepherd" : self.c_str());
   lua_setfield(L, -2, "executable");
   static const luaL_Reg fns[] = {{"suite", suite_open}, {"report", report}, {"sleep", sleep_ms},
-                                 {"stopping", stopping_fn}, {nullptr, nullptr}};
+                                 {"stopping", stopping_fn}, {"doctor_suite", doctor_suite_fn},
+                                 {nullptr, nullptr}};
   luaL_register(L, nullptr, fns);
   lua_pop(L, 1);
 }
