@@ -269,7 +269,7 @@ bool SuiteView::would_retry(const std::string& cls) {
   LuaState L;
   register_shepherd_api(L);
   // What the policy says of the class itself, not of a spent budget: as the
-  // first failure of a task whose model still has keys, with a retry to spend.
+  // first failure of a task, with a retry to spend and no other key to try.
   RetryConfig retry = suite_.retry;
   retry.max_retries = std::max(retry.max_retries, 1);
   PolicySet policies(L, PolicySources::for_suite(suite_), retry, suite_.maintain);
@@ -281,7 +281,7 @@ bool SuiteView::would_retry(const std::string& cls) {
   in.model_role = suite_.model_is_dimension ? "dimension" : "resource";
   std::vector<HistoryEntry> history;
   in.history = &history;
-  in.usable_keys = 1;
+  in.usable_keys = 0;  // a key-bound failure (auth, quota, missing model) is not worth sending again blind
   Decision decision;
   LuaFailure failure;
   if (!policies.decide(in, decision, failure)) {

@@ -5,12 +5,17 @@
 --   opts[1], opts.db, opts.where (a list), opts.json (true)
 local M = {}
 
+-- Options that take a value, as `--name value` as well as `--name=value`.
+local VALUED = { db = true, by = true, where = true, script = true, every = true, rounds = true,
+                 completion_threshold = true, failure_threshold = true }
+
 ---@param args string[]
----@param spec? { repeated?: table<string, boolean> }
+---@param spec? { repeated?: table<string, boolean>, valued?: table<string, boolean> }
 ---@return table
 function M.parse(args, spec)
   if type(args) ~= "table" then error("bad argument #1 to 'parse' (table expected, got " .. type(args) .. ")", 2) end
   local repeated = spec and spec.repeated or {}
+  local valued = setmetatable(spec and spec.valued or {}, { __index = VALUED })
   local out = {}
   local i = 1
   while i <= #args do
@@ -18,7 +23,8 @@ function M.parse(args, spec)
     local name, value = a:match("^%-%-([%w_-]+)=(.*)$")
     if not name then
       name = a:match("^%-%-([%w_-]+)$")
-      if name and repeated[name] and args[i + 1] ~= nil then
+      local key = name and name:gsub("-", "_")
+      if name and (repeated[key] or valued[key]) and args[i + 1] ~= nil then
         value = args[i + 1]
         i = i + 1
       elseif name then
