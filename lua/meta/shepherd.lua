@@ -405,6 +405,29 @@ function SuiteHandle:check_alerts() end
 ---@return true
 function SuiteHandle:check_where(where) end
 
+---@class shepherd.DoctorCheck
+---@field name string     e.g. "suite", "policy retry", "key mock/k0", "store integrity", "disk", "probe mock/k0/m-a"
+---@field ok boolean
+---@field detail string
+---@field warning? boolean
+---@field data? table
+
+--- The health check of `shepherd doctor`: suite, policies and their
+--- selftests, key variables, store, disk, logs; with probe, one minimal
+--- request per (key, model) (it costs tokens).
+---@param options? { probe?: boolean }
+---@return shepherd.DoctorCheck[]|nil checks
+---@return string|nil code
+---@return string|nil message
+function SuiteHandle:doctor(options) end
+
+--- The same checks for a suite that may not even load.
+---@param path string
+---@param options? { db?: string, probe?: boolean }
+---@return shepherd.DoctorCheck[] checks
+---@return { suite: string, db: string } where
+function shepherd.doctor_suite(path, options) end
+
 ---@class shepherd.SuiteInfo
 ---@field name string
 ---@field path string               the suite file, absolute
