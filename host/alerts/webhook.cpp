@@ -2,6 +2,8 @@
 
 #include <curl/curl.h>
 
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
 namespace shepherd {
@@ -19,6 +21,7 @@ WebhookSender::~WebhookSender() {
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
+    deadline_ = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms_);
   }
   wake_.notify_one();
   thread_.join();
@@ -63,15 +66,26 @@ long WebhookSender::post(const std::string& url, const std::string& body, long t
 void WebhookSender::run() {
   for (;;) {
     std::string body;
+    long timeout_ms = timeout_ms_;
     {
       std::unique_lock lock(mutex_);
       wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
       if (queue_.empty()) return;
+      if (stopping_) {
+        // The owner is waiting: what is left shares one timeout.
+        long left = static_cast<long>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - std::chrono::steady_clock::now()).count());
+        if (left <= 0) {
+          spdlog::warn("alert webhook: {} alert(s) not sent, the endpoint did not answer in time", queue_.size());
+          return;
+        }
+        timeout_ms = std::min(timeout_ms, left);
+      }
       body = std::move(queue_.front());
       queue_.pop_front();
     }
     std::string error;
-    long status = post(url_, body, timeout_ms_, error);
+    long status = post(url_, body, timeout_ms, error);
     if (status < 200 || status >= 300) {
       spdlog::warn("alert webhook failed: {}", status == 0 ? error : "HTTP " + std::to_string(status));
     }

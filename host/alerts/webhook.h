@@ -2,6 +2,7 @@
 // Posts alert messages as JSON ({"text": …, "alert": {…}}: Slack's incoming
 // webhook shape) from a thread of its own, with a short timeout, so a slow or
 // dead endpoint never holds a run. Failures are logged, never raised.
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -13,7 +14,10 @@ namespace shepherd {
 class WebhookSender {
  public:
   explicit WebhookSender(std::string url, long timeout_ms = 3000);
-  ~WebhookSender();  // sends what is queued (each within the timeout), then joins
+  // Sends what is queued, all of it within one timeout from now (a dead
+  // endpoint delays the caller by one timeout, not one per alert; what does
+  // not fit is logged as not sent), then joins.
+  ~WebhookSender();
   WebhookSender(const WebhookSender&) = delete;
   WebhookSender& operator=(const WebhookSender&) = delete;
 
@@ -31,6 +35,7 @@ class WebhookSender {
   std::condition_variable wake_;
   std::deque<std::string> queue_;
   bool stopping_ = false;
+  std::chrono::steady_clock::time_point deadline_;  // set when stopping: the queue's last moment
   std::thread thread_;
 };
 
