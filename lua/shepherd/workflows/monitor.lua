@@ -20,7 +20,9 @@ local function seconds(text)
   return tonumber(n) * scale
 end
 local every = seconds(opts.every or "1h")
-if not every then return m.fail("USAGE", "--every must be a duration such as 30s, 15m, 1h") end
+-- At least a second: reports are named to the second, and rounds closer than
+-- that would overwrite each other's.
+if not every or every < 1 then return m.fail("USAGE", "--every must be a duration of at least 1s, such as 30s, 15m, 1h") end
 local rounds = opts.rounds and tonumber(opts.rounds)
 if opts.rounds and (not rounds or rounds < 1 or rounds % 1 ~= 0) then
   return m.fail("USAGE", "--rounds must be a whole number >= 1")
