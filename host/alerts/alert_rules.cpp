@@ -1,5 +1,6 @@
 #include "alerts/alert_rules.h"
 
+#include <algorithm>
 #include <cstdio>
 
 namespace shepherd {
@@ -19,6 +20,11 @@ std::string FiredAlert::text(const AlertSpec& spec, const std::string& suite) co
 
 AlertCounter::AlertCounter(const AlertSpec& spec)
     : spec_(spec), seen_(spec.rules.size()), last_fired_(spec.rules.size(), 0) {}
+
+void AlertCounter::fired_before(size_t rule, double at) {
+  std::lock_guard lock(mutex_);
+  if (rule < last_fired_.size()) last_fired_[rule] = std::max(last_fired_[rule], at);
+}
 
 std::vector<FiredAlert> AlertCounter::observe(const std::string& cls, const std::string& code, double now) {
   std::vector<FiredAlert> fired;

@@ -26,6 +26,10 @@ class AlertCounter {
  public:
   explicit AlertCounter(const AlertSpec& spec);
 
+  // Rule `rule` last fired at `at` (unix seconds): a run starting within its
+  // window stays quiet until the window has passed.
+  void fired_before(size_t rule, double at);
+
   // A failed attempt of this class and code at `now` (unix seconds): the
   // rules that fire because of it.
   std::vector<FiredAlert> observe(const std::string& cls, const std::string& code, double now);

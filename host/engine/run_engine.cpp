@@ -641,6 +641,10 @@ RunReport Run::execute() {
 
   if (!suite_.alerts.rules.empty()) {
     alerts_ = std::make_unique<AlertCounter>(suite_.alerts);
+    // Once per window across runs and monitor rounds: what fired lately stays quiet.
+    for (size_t i = 0; i < suite_.alerts.rules.size(); ++i) {
+      alerts_->fired_before(i, store.last_alert_at(suite_.name, suite_.alerts.rules[i].name));
+    }
     if (!suite_.alerts.webhook.empty()) webhook_ = std::make_unique<WebhookSender>(suite_.alerts.webhook);
   }
   // A failed commit stops dispatching at once, from the writer's thread: no

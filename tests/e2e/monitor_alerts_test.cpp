@@ -574,14 +574,10 @@ TEST(RunAlerts, ARuleFiresOncePerWindowWithAnEventALogLineAndOnePost) {
 }
 
 // README: a rule fires "at most once per window ... (a rule that already
-// fired within its window, in a run or a round, stays quiet)". A run's
-// AlertCounter starts empty and never reads the store's alert events, so a
-// second run inside the window (run --retry-failed, or monitor --maintain's
-// s:run right after its round fired) fires every rule again, and its count
-// ignores the first run's failures. The fix belongs in run_engine.cpp (seed
-// the counter's last firing per rule from Store::last_alert_at); enable this
-// test with it.
-TEST(RunAlerts, DISABLED_ASecondRunWithinTheWindowStaysQuiet) {
+// fired within its window, in a run or a round, stays quiet)": a second run
+// inside the window (run --retry-failed, or monitor --maintain's s:run right
+// after its round fired) starts from the store's last firing of each rule.
+TEST(RunAlerts, ASecondRunWithinTheWindowStaysQuiet) {
   TempDir dir;
   WebhookServer hook(WebhookServer::Mode::answer);
   Mock mock(faulty_scenario());
