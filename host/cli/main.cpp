@@ -111,19 +111,23 @@ int main(int argc, char** argv) {
   script_cmd->add_option("args", script.args, "Arguments for the script (shepherd.args)");
   script_cmd->prefix_command();  // everything after FILE belongs to the script
 
+  // Every packaged workflow takes the suite, --db and (when it selects) --where.
+  auto packaged = [&](const char* name, const char* help, PackagedArgs& a, bool selects) {
+    auto* cmd = app.add_subcommand(name, help);
+    cmd->add_option("suite", a.suite, "Suite file (Lua)")->required();
+    cmd->add_option("--db", a.db, "Store path");
+    if (selects) cmd->add_option("--where", a.where, where_help);
+    return cmd;
+  };
+
   PackagedArgs incomplete;
-  auto* incomplete_cmd = app.add_subcommand("incomplete", "Every task not done (a packaged workflow)");
-  incomplete_cmd->add_option("suite", incomplete.suite, "Suite file (Lua)")->required();
-  incomplete_cmd->add_option("--db", incomplete.db, "Store path");
+  auto* incomplete_cmd = packaged("incomplete", "Every task not done (a packaged workflow)", incomplete, true);
   incomplete_cmd->add_option("--by", incomplete.by, "Count per group of these dimensions: DIM[,DIM…]");
-  incomplete_cmd->add_option("--where", incomplete.where, where_help);
 
   PackagedArgs maintain;
-  auto* maintain_cmd = app.add_subcommand(
-      "maintain", "Analyse groups, select re-tests by the retest policy, run them, write a report (a packaged workflow)");
-  maintain_cmd->add_option("suite", maintain.suite, "Suite file (Lua)")->required();
-  maintain_cmd->add_option("--db", maintain.db, "Store path");
-  maintain_cmd->add_option("--where", maintain.where, where_help);
+  auto* maintain_cmd = packaged(
+      "maintain", "Analyse groups, select re-tests by the retest policy, run them, write a report (a packaged workflow)",
+      maintain, true);
   maintain_cmd->add_flag("--dry-run", maintain.dry_run, "Analyse and select only: send nothing, change nothing");
   maintain_cmd->add_option("--completion-threshold", maintain.completion_threshold,
                            "Re-test groups completed below this rate (0..1; default: the suite's maintain)");
@@ -131,30 +135,25 @@ int main(int argc, char** argv) {
                            "Re-test groups failing above this rate (0..1)");
 
   PackagedArgs retest;
-  auto* retest_cmd = app.add_subcommand("retest", "Write a shell script that re-tests the selected groups (a packaged workflow)");
-  retest_cmd->add_option("suite", retest.suite, "Suite file (Lua)")->required();
+  auto* retest_cmd = packaged(
+      "retest", "Write a shell script that re-tests the selected groups (a packaged workflow)", retest, true);
   retest_cmd->add_option("--script", retest.script, "The script to write")->required();
-  retest_cmd->add_option("--db", retest.db, "Store path");
-  retest_cmd->add_option("--where", retest.where, where_help);
   retest_cmd->add_option("--completion-threshold", retest.completion_threshold, "As for maintain");
   retest_cmd->add_option("--failure-threshold", retest.failure_threshold, "As for maintain");
 
   PackagedArgs monitor;
-  auto* monitor_cmd = app.add_subcommand(
-      "monitor", "Every interval: status, error statistics and trends, optionally maintain; a report per round");
-  monitor_cmd->add_option("suite", monitor.suite, "Suite file (Lua)")->required();
-  monitor_cmd->add_option("--db", monitor.db, "Store path");
-  monitor_cmd->add_option("--where", monitor.where, where_help);
+  auto* monitor_cmd = packaged(
+      "monitor", "Every interval: status, error statistics and trends, optionally maintain; a report per round",
+      monitor, true);
   monitor_cmd->add_option("--every", monitor.every, "Interval: 30s, 15m, 1h (default 1h)");
   monitor_cmd->add_option("--rounds", monitor.rounds, "Stop after this many rounds (default: until SIGINT/SIGTERM)")
       ->check(CLI::Range(1, 1'000'000));
   monitor_cmd->add_flag("--maintain", monitor.maintain, "A maintenance round (as `maintain`) each time");
 
   PackagedArgs doctor;
-  auto* doctor_cmd = app.add_subcommand(
-      "doctor", "Health check: suite, policies and selftests, key variables, store, disk, logs (a packaged workflow)");
-  doctor_cmd->add_option("suite", doctor.suite, "Suite file (Lua)")->required();
-  doctor_cmd->add_option("--db", doctor.db, "Store path");
+  auto* doctor_cmd = packaged(
+      "doctor", "Health check: suite, policies and selftests, key variables, store, disk, logs (a packaged workflow)",
+      doctor, false);
   doctor_cmd->add_flag("--probe", doctor.probe,
                        "Also send one minimal request (max_tokens 1) per (key, model): costs tokens");
 
