@@ -26,6 +26,14 @@ void AlertCounter::fired_before(size_t rule, double at) {
   if (rule < last_fired_.size()) last_fired_[rule] = std::max(last_fired_[rule], at);
 }
 
+void AlertCounter::seed(size_t rule, const std::vector<double>& ended_at) {
+  std::lock_guard lock(mutex_);
+  if (rule >= seen_.size()) return;
+  auto& times = seen_[rule];
+  times.insert(times.end(), ended_at.begin(), ended_at.end());
+  std::sort(times.begin(), times.end());  // observe() drops expired times from the front
+}
+
 std::vector<FiredAlert> AlertCounter::observe(const std::string& cls, const std::string& code, double now) {
   std::vector<FiredAlert> fired;
   std::lock_guard lock(mutex_);

@@ -30,6 +30,13 @@ class AlertCounter {
   // window stays quiet until the window has passed.
   void fired_before(size_t rule, double at);
 
+  // Failed attempts matching rule `rule` that ended before this counter
+  // existed (unix seconds, any order; an earlier run's, still in the store):
+  // they count toward its window as if observed, so a run that follows one
+  // which stopped just below the count fires at its first match. Seeding
+  // alone fires nothing; the next matching attempt does.
+  void seed(size_t rule, const std::vector<double>& ended_at);
+
   // A failed attempt of this class and code at `now` (unix seconds): the
   // rules that fire because of it.
   std::vector<FiredAlert> observe(const std::string& cls, const std::string& code, double now);

@@ -641,9 +641,13 @@ RunReport Run::execute() {
 
   if (!suite_.alerts.rules.empty()) {
     alerts_ = std::make_unique<AlertCounter>(suite_.alerts);
-    // Once per window across runs and monitor rounds: what fired lately stays quiet.
+    // Windows span runs and monitor rounds: what fired lately stays quiet,
+    // and what failed lately (an earlier run's attempts) counts.
+    const double now = unix_now();
     for (size_t i = 0; i < suite_.alerts.rules.size(); ++i) {
-      alerts_->fired_before(i, store.last_alert_at(suite_.name, suite_.alerts.rules[i].name));
+      const AlertRule& rule = suite_.alerts.rules[i];
+      alerts_->fired_before(i, store.last_alert_at(suite_.name, rule.name));
+      alerts_->seed(i, store.failed_attempt_times(suite_.name, rule.cls, rule.code, now - rule.window_s, now));
     }
     if (!suite_.alerts.webhook.empty()) webhook_ = std::make_unique<WebhookSender>(suite_.alerts.webhook);
   }

@@ -612,4 +612,27 @@ bool Store::integrity_ok() {
   });
 }
 
+std::vector<double> Store::failed_attempt_times(const std::string& suite, const std::string& cls,
+                                                const std::string& code, double since, double until) {
+  return details::guard(codes::IO_ERROR, db_->getFilename(), "read recent failures", [&] {
+    // CROSS JOIN keeps attempts as the outer loop, so the window is a range
+    // on ended_at (index attempts_by_ended_at) whatever the store's size;
+    // left to itself, SQLite walks every task of the suite and its attempts.
+    SQLite::Statement query(*db_,
+                            "SELECT a.ended_at FROM attempts a CROSS JOIN tasks t ON t.id = a.task "
+                            "WHERE a.ended_at >= ?2 AND a.ended_at <= ?3 AND t.suite = ?1 "
+                            "AND coalesce(a.class, '') <> 'ok' AND a.decision NOT IN ('done', 'answered') "
+                            "AND (?4 = '' OR coalesce(a.class, 'unknown') = ?4) "
+                            "AND (?5 = '' OR coalesce(a.error_code, '') = ?5) ORDER BY a.ended_at");
+    query.bind(1, suite);
+    query.bind(2, since);
+    query.bind(3, until);
+    query.bind(4, cls);
+    query.bind(5, code);
+    std::vector<double> out;
+    while (query.executeStep()) out.push_back(query.getColumn(0).getDouble());
+    return out;
+  });
+}
+
 }  // namespace shepherd

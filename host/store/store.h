@@ -119,6 +119,13 @@ class Store {
   bool integrity_ok();
   SQLite::Database& db();
 
+  // When each failed attempt of the suite (counted as error_stats() counts
+  // them) with this class and code (empty: any) ended, for those that ended
+  // in [since, until], oldest first: an alert rule's window as the store
+  // holds it, for a run to start counting from.
+  std::vector<double> failed_attempt_times(const std::string& suite, const std::string& cls, const std::string& code,
+                                           double since, double until);
+
  private:
   std::unique_ptr<SQLite::Database> db_;
   // The FROM clause status() and export_tasks() read, with ?1 = the suite.

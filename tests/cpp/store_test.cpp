@@ -515,5 +515,43 @@ TEST_F(StoreTest, ReadOnlyStoreReadsWhileTheWriterWrites) {
   EXPECT_TRUE(reader.integrity_ok());
 }
 
+// An alert rule's window as stored: failed attempts of the suite (not ok,
+// not done or answered), by class and code (empty: any), ended within
+// [since, until], oldest first.
+TEST_F(StoreTest, FailedAttemptTimesReadARuleWindowOfTheSuite) {
+  Store store(path_, Store::Mode::read_write);
+  store.ensure_tasks("s", {{"a", "{}"}, {"b", "{}"}});
+  store.ensure_tasks("other", {{"x", "{}"}});
+  auto attempt = [&](const std::string& task, const char* cls, const char* decision, const char* code, double ended) {
+    SQLite::Statement insert(store.db(),
+                             "INSERT INTO attempts(task, n, class, decision, error_code, ended_at) VALUES(?, 1, ?, ?, ?, ?)");
+    insert.bind(1, task);
+    if (cls) insert.bind(2, cls); else insert.bind(2);
+    insert.bind(3, decision);
+    if (code) insert.bind(4, code); else insert.bind(4);
+    insert.bind(5, ended);
+    insert.exec();
+  };
+  attempt("a", "server_error", "retry", "SERVER_ERROR", 130);
+  attempt("b", "server_error", "fail", "SERVER_ERROR", 110);
+  attempt("a", "server_error", "retry", "SERVER_ERROR", 99);   // before the window
+  attempt("a", "server_error", "retry", "SERVER_ERROR", 201);  // after it
+  attempt("x", "server_error", "retry", "SERVER_ERROR", 120);  // another suite's
+  attempt("b", "quota_exhausted", "switch_model", "QUOTA_EXHAUSTED", 150);
+  attempt("a", "ok", "done", nullptr, 140);
+  attempt("b", "check_failed", "answered", nullptr, 145);      // a conversation's turn, answered
+  attempt("b", nullptr, "fail", "INTERNAL", 160);              // no class: "unknown", as error_stats says
+
+  using times = std::vector<double>;
+  EXPECT_EQ(store.failed_attempt_times("s", "server_error", "", 100, 200), (times{110, 130}));
+  EXPECT_EQ(store.failed_attempt_times("s", "server_error", "", 99, 201), (times{99, 110, 130, 201}));
+  EXPECT_EQ(store.failed_attempt_times("s", "", "QUOTA_EXHAUSTED", 100, 200), (times{150}));
+  EXPECT_EQ(store.failed_attempt_times("s", "server_error", "QUOTA_EXHAUSTED", 100, 200), times{});
+  EXPECT_EQ(store.failed_attempt_times("s", "", "", 100, 200), (times{110, 130, 150, 160}));
+  EXPECT_EQ(store.failed_attempt_times("s", "unknown", "", 100, 200), (times{160}));
+  EXPECT_EQ(store.failed_attempt_times("other", "server_error", "", 100, 200), (times{120}));
+  EXPECT_EQ(store.failed_attempt_times("none", "", "", 0, 1e12), times{});
+}
+
 }  // namespace
 }  // namespace shepherd

@@ -3,7 +3,8 @@
 // and their reports, SIGTERM between rounds, a maintenance round (and one
 // that finds the store locked by a run), error counts per class and per code
 // with their trend, alerts fired during `run` (once per window, an event, a
-// log line, one POST) and by monitor rounds, a dead webhook that must not
+// log line, one POST; an earlier run's failures within the window count, older
+// ones do not) and by monitor rounds, a dead webhook that must not
 // hold a run, and the suite's alerts validated at load.
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -592,6 +593,103 @@ TEST(RunAlerts, ASecondRunWithinTheWindowStaysQuiet) {
   EXPECT_EQ(alert_events(db).size(), 2u);
   EXPECT_EQ(occurrences(r.err, "shepherd alert ["), 0u) << r.err;
   EXPECT_EQ(hook.bodies().size(), 2u);
+}
+
+// A rule's window spans runs: a run that stopped one failure below the count
+// leaves its failures in the store, and the next run within the window fires
+// at its first matching failure (the count includes the earlier run's). One
+// event of the second run, one warning on stderr and in that run's log, one
+// POST.
+TEST(RunAlerts, FailuresOfAnEarlierRunWithinTheWindowCount) {
+  TempDir dir;
+  WebhookServer hook(WebhookServer::Mode::answer);
+  Mock mock(faulty_scenario());
+  SuiteSpec spec = suite_at(mock.base_url());
+  spec.matrix = "{ model = { 'm-a' }, kind = { 'e500' }, instance = { 1, 2, 3, 4, 5 } }";
+  spec.extra = "  retry = { max_retries = 0 },\n" +
+               alerts_field("{ class = 'server_error', count = 5, window_s = 300, name = '5xx' }", hook.url());
+  std::string suite = dir.write("s.lua", spec.text());
+  std::string db = dir.file("s.db");
+
+  Result r = shepherd({"run", suite, "--db", db, "--where", "instance=1,2,3,4"}, key_env(1));
+  ASSERT_EQ(r.exit_code, 4) << r.err;
+  ASSERT_EQ(query(db, "SELECT count(*) FROM attempts WHERE class = 'server_error'"), "4");
+  ASSERT_TRUE(alert_events(db).empty()) << "4 of 5: not yet";
+  ASSERT_EQ(occurrences(r.err, "shepherd alert ["), 0u) << r.err;
+  const std::string first_run = query(db, "SELECT max(id) FROM runs");
+
+  const double started = unix_now();
+  r = shepherd({"run", suite, "--db", db, "--where", "instance=5"}, key_env(1));
+  const double ended = unix_now();
+  ASSERT_EQ(r.exit_code, 4) << r.err;
+  ASSERT_EQ(query(db, "SELECT count(*) FROM attempts WHERE class = 'server_error'"), "5");
+  const std::string second_run = query(db, "SELECT max(id) FROM runs");
+  ASSERT_NE(second_run, first_run);
+
+  auto events = alert_events(db);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].first, second_run);
+  const json& alert = events[0].second;
+  EXPECT_EQ(alert["rule"], json({{"name", "5xx"}, {"class", "server_error"}, {"window_s", 300}, {"count", 5}}));
+  EXPECT_EQ(alert["count"], 5) << "the first run's 4 and this run's 1";
+  EXPECT_GE(alert["at"].get<double>(), started);
+  EXPECT_LE(alert["at"].get<double>(), ended);
+
+  const std::string text = "shepherd alert [e2e] 5xx: 5 failed attempts of class server_error in the last 300 s (threshold 5)";
+  EXPECT_EQ(occurrences(r.err, "shepherd alert ["), 1u) << r.err;
+  EXPECT_EQ(occurrences(r.err, "warning: " + text), 1u) << r.err;
+  std::string first_log, second_log;
+  for (const auto& e : fs::directory_iterator(dir.file("logs"))) {
+    const std::string name = e.path().filename().string();
+    if (name.find("-run" + first_run + ".log") != std::string::npos) first_log += read_file(e.path().string());
+    if (name.find("-run" + second_run + ".log") != std::string::npos) second_log += read_file(e.path().string());
+  }
+  EXPECT_EQ(occurrences(second_log, text), 1u) << second_log;
+  EXPECT_EQ(occurrences(first_log, "shepherd alert ["), 0u) << first_log;
+
+  std::vector<std::string> bodies = hook.bodies();
+  ASSERT_EQ(bodies.size(), 1u);
+  EXPECT_EQ(json::parse(bodies[0]), json({{"text", text}, {"alert", alert}}));
+}
+
+// Failures older than a rule's window do not count toward it: the same 4
+// failures of an earlier run, over 2 s old when the next run starts, bring a
+// 300 s rule to its count at the next run's first failure and leave a 2 s
+// rule (1 of 5) quiet.
+TEST(RunAlerts, FailuresOlderThanTheWindowDoNotCount) {
+  TempDir dir;
+  WebhookServer hook(WebhookServer::Mode::answer);
+  Mock mock(faulty_scenario());
+  SuiteSpec spec = suite_at(mock.base_url());
+  spec.matrix = "{ model = { 'm-a' }, kind = { 'e500' }, instance = { 1, 2, 3, 4, 5 } }";
+  spec.extra = "  retry = { max_retries = 0 },\n" +
+               alerts_field("{ class = 'server_error', count = 5, window_s = 2, name = 'short' }, "
+                            "{ class = 'server_error', count = 5, window_s = 300, name = 'long' }",
+                            hook.url());
+  std::string suite = dir.write("s.lua", spec.text());
+  std::string db = dir.file("s.db");
+
+  Result r = shepherd({"run", suite, "--db", db, "--where", "instance=1,2,3,4"}, key_env(1));
+  ASSERT_EQ(r.exit_code, 4) << r.err;
+  ASSERT_EQ(query(db, "SELECT count(*) FROM attempts WHERE class = 'server_error'"), "4");
+  ASSERT_TRUE(alert_events(db).empty());
+  // Until the newest of them is 2.5 s old: out of the short window, well
+  // inside the long one.
+  const double newest = std::stod(query(db, "SELECT max(ended_at) FROM attempts"));
+  while (unix_now() < newest + 2.5) std::this_thread::sleep_for(50ms);
+
+  r = shepherd({"run", suite, "--db", db, "--where", "instance=5"}, key_env(1));
+  ASSERT_EQ(r.exit_code, 4) << r.err;
+  ASSERT_EQ(query(db, "SELECT count(*) FROM attempts WHERE class = 'server_error'"), "5");
+  auto events = alert_events(db);
+  EXPECT_EQ(fired_names(events), (std::map<std::string, int>{{"long", 1}}));
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].second["count"], 5);
+  EXPECT_EQ(occurrences(r.err, "shepherd alert [e2e] short:"), 0u) << r.err;
+  EXPECT_EQ(occurrences(r.err, "shepherd alert [e2e] long: 5 failed attempts"), 1u) << r.err;
+  std::vector<std::string> bodies = hook.bodies();
+  ASSERT_EQ(bodies.size(), 1u);
+  EXPECT_EQ(json::parse(bodies[0])["alert"]["rule"]["name"], "long");
 }
 
 // A webhook that accepts and never answers: the run still ends within its
