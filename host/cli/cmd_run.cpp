@@ -1,10 +1,12 @@
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
 
 #include "cli/commands.h"
+#include "core/error.h"
 #include "core/text.h"
 #include "engine/progress.h"
 #include "engine/run_engine.h"
@@ -24,9 +26,38 @@ std::vector<TaskSeed> cells_in_view(const Suite& suite, const std::vector<std::s
   return shepherd::cells_in_view(suite, Where::parse(Matrix(suite.dims), where));
 }
 
+namespace {
+
+// --retry-class values, each "CLASS[,CLASS…]": the classes named, in order,
+// once each. An empty name (`--retry-class ''`, `a,,b`) is a usage error: a
+// flag that names no class would retry nothing and say nothing. So is a name
+// that begins with '-': CLI11 gives the next word to an option missing its
+// value, and `--retry-class --json` would otherwise run, retrying nothing.
+std::vector<std::string> retry_classes(const std::vector<std::string>& given) {
+  std::vector<std::string> out;
+  for (const auto& value : given) {
+    size_t start = 0;
+    while (true) {
+      size_t comma = value.find(',', start);
+      std::string name = value.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      if (name.empty() || name[0] == '-') {
+        throw Error(codes::USAGE, "--retry-class needs class names, CLASS[,CLASS…], not '" + value + "'", Stage::cli,
+                    {{"option", "--retry-class"}, {"value", value}});
+      }
+      if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(name);
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 int cmd_run(const GlobalOptions& g, const RunArgs& a) {
-  Suite suite = load_suite(a.suite);
   RunOptions options;
+  options.retry_classes = retry_classes(a.retry_classes);
+  Suite suite = load_suite(a.suite);
   options.db_path = default_db_path(suite.dir, suite.name, a.db);
   options.workers = a.workers;
   options.retry_failed = a.retry_failed;
@@ -79,7 +110,9 @@ int cmd_run(const GlobalOptions& g, const RunArgs& a) {
     if (r.interrupted) std::fprintf(stderr, "stopped by a signal: run again to continue\n");
     if (r.models_exhausted) std::fprintf(stderr, "stopped: every model is exhausted; unfinished tasks stay pending\n");
     if (exit_code == kExitSomeFailed)
-      std::fprintf(stderr, "%llu tasks failed: see `shepherd status`; `run --retry-failed` sends them again\n",
+      std::fprintf(stderr,
+                   "%llu tasks failed: see `shepherd status`; `run --retry-failed` sends them again, "
+                   "`run --retry-class CLASS` those of a class\n",
                    static_cast<unsigned long long>(c.failed));
     std::fprintf(stderr, "store %s\nlog   %s\n", r.db_path.c_str(), r.log_path.c_str());
   }

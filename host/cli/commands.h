@@ -27,6 +27,7 @@ struct RunArgs {
   std::string db;
   int workers = 1;
   bool retry_failed = false;
+  std::vector<std::string> retry_classes;  // --retry-class CLASS[,CLASS…], repeatable
   bool rerun_stale = false;
   long grace_ms = 5000;
   bool no_progress = false;

@@ -79,7 +79,15 @@ int main(int argc, char** argv) {
   run_cmd->add_option("suite", run.suite, "Suite file (Lua)")->required();
   run_cmd->add_option("--db", run.db, "Store path (default: <suite name>.db beside the suite)");
   run_cmd->add_option("--workers", run.workers, "Worker threads with a Lua state each")->check(CLI::Range(1, 64));
-  run_cmd->add_flag("--retry-failed", run.retry_failed, "Send failed tasks back to pending first");
+  auto* retry_failed =
+      run_cmd->add_flag("--retry-failed", run.retry_failed, "Send failed tasks (of the slice) back to pending first");
+  run_cmd
+      ->add_option("--retry-class", run.retry_classes,
+                   "Send back to pending first only the failed tasks (of the slice) whose last class is one of "
+                   "CLASS[,CLASS…] (repeatable); the others stay failed")
+      ->type_name("CLASS[,CLASS…]")
+      ->allow_extra_args(false)  // one value per --retry-class: `--retry-class a b` is a usage error, not two classes
+      ->excludes(retry_failed);
   run_cmd->add_flag("--rerun-stale", run.rerun_stale,
                     "Send done tasks again whose suite now builds a different request (old answers stay in history)");
   run_cmd->add_option("--grace-ms", run.grace_ms, "After SIGINT/SIGTERM, how long in-flight requests may finish")

@@ -169,7 +169,23 @@ void Run::plan(Store& store, RunReport& report, const std::function<int(uint64_t
   auto in_slice = [&](uint64_t i) { return where.matches(matrix_, i) && (only.empty() || only.count(ids[i])); };
   if (!where.all()) spdlog::info("this run covers the slice {}", where.describe());
   if (!only.empty()) spdlog::info("this run covers {} named tasks", only.size());
-  if (options_.retry_failed) {
+  if (!options_.retry_classes.empty()) {
+    // --retry-class: only the slice's failed tasks whose last class is named
+    // go back to pending; the others stay failed, their class kept. Scoped on
+    // a connection of its own, so the run's store keeps its whole view.
+    Store scoped(options_.db_path, Store::Mode::read_write);
+    if (!where.all() || !only.empty()) {
+      std::vector<TaskSeed> slice;
+      for (uint64_t i = 0; i < matrix_.size(); ++i)
+        if (in_slice(i)) slice.emplace_back(ids[i], std::string());
+      scoped.limit_to(slice);
+    }
+    int n = scoped.reset_matching(suite_.name, "failed", options_.retry_classes);
+    std::string classes;
+    for (const auto& c : options_.retry_classes) classes += (classes.empty() ? "" : ",") + c;
+    // Said even when none: a mistyped class matches nothing.
+    spdlog::info("{} failed tasks of class {} sent back to pending (--retry-class)", n, classes);
+  } else if (options_.retry_failed) {
     int n = 0;
     if (where.all() && only.empty()) {
       n = store.reset_failed(suite_.name);

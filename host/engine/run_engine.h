@@ -20,6 +20,10 @@ struct RunOptions {
   std::string db_path;
   int workers = 1;            // threads with a Lua state each
   bool retry_failed = false;  // failed tasks go back to pending first
+  // Non-empty: only failed tasks whose last class is one of these go back to
+  // pending first (the others stay failed with their class); takes the place
+  // of retry_failed.
+  std::vector<std::string> retry_classes;
   bool rerun_stale = false;   // done tasks whose request changed are sent again
   std::vector<std::string> where;  // "dim=value[,value…]": only this slice of the matrix (suite/where.h)
   nlohmann::json where_json;       // the same as a workflow's table {dim = value | {values}}, or null

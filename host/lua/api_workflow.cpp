@@ -219,6 +219,18 @@ int view_run(lua_State* L) {
     slice.where = opts.value("where", nlohmann::json());
     slice.tasks = string_list(opts.value("tasks", nlohmann::json()), "tasks");
     slice.retry_failed = opts.value("retry_failed", false);
+    if (auto it = opts.find("retry_classes"); it != opts.end()) {
+      // An empty list names nothing to retry: misuse, as `--retry-class ''` is.
+      bool empty = it->is_null() || (it->is_object() && it->empty());
+      if (!empty) slice.retry_classes = string_list(*it, "retry_classes");
+      if (slice.retry_classes.empty()) {
+        throw Error(codes::USAGE, "retry_classes must name at least one class", Stage::cli);
+      }
+      if (slice.retry_failed) {
+        throw Error(codes::USAGE, "retry_failed (every class) and retry_classes (only these) exclude each other",
+                    Stage::cli);
+      }
+    }
     slice.progress = opts.value("progress", false);
     RunReport r = view.run(slice);
     if (r.interrupted) set_stopping(L);

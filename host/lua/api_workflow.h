@@ -3,7 +3,7 @@
 //   shepherd.args, shepherd.json_output
 //   shepherd.suite(path [, {db = PATH}]) -> s | nil, code, message
 //   s:status{by, where}, s:tasks{state, where, limit}, s:attempts(id),
-//   s:events{kind, since}, s:run{where, tasks, retry_failed, progress},
+//   s:events{kind, since}, s:run{where, tasks, retry_failed, retry_classes, progress},
 //   s:reset{where, state, class}, s:select_retest(config), s:export{format, out, where}
 //   shepherd.report(path_template, tbl) -> path
 //   shepherd.sleep(ms) -> true | false (false: asked to stop), shepherd.stopping()

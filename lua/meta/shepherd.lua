@@ -263,7 +263,8 @@ function SuiteHandle:events(options) end
 ---@class shepherd.RunOptions
 ---@field where? shepherd.Where
 ---@field tasks? string[]|string  only these task ids (a list, or "a,b")
----@field retry_failed? boolean   failed tasks of the slice run again
+---@field retry_failed? boolean   failed tasks of the slice run again, whatever their class
+---@field retry_classes? string[]|string  only failed tasks of the slice whose last class is one of these run again (a list, or "a,b"; not empty; not with retry_failed), as `run --retry-class`
 ---@field progress? boolean       live progress on the terminal
 
 ---@class shepherd.RunResult

@@ -3,7 +3,9 @@
 // threshold, priority_models, skip_models, batch_size and the cooldown select;
 // --dry-run changes no byte of the store; a maintenance run re-sends the
 // failures retry.lua would retry and the pending tasks of the selected groups
-// only; the report; --where; the retest script; the usage errors.
+// only; the report; --where; the retest script, whose lines re-send only the
+// failed classes retry.lua would retry (`run --retry-class`), as maintain
+// does; `run --retry-class` and s:run{retry_classes} themselves; the usage errors.
 #include <sys/stat.h>
 
 #include <filesystem>
@@ -134,6 +136,14 @@ class Maintain : public ::testing::Test {
       if (!stats["by_model"].contains(m)) continue;
       for (const auto& [outcome, n] : stats["by_model"][m].items()) out[m] += n.get<int>();
     }
+    return out;
+  }
+
+  // The mock's GET /requests: every chat request it answered, by HTTP status.
+  std::map<int, int> answered_by_status() const {
+    std::map<int, int> out;
+    for (const auto& r : json::parse(http_get("http://127.0.0.1:" + std::to_string(mock_->port()) + "/requests")))
+      ++out[r["status"].get<int>()];
     return out;
   }
 
@@ -522,14 +532,21 @@ TEST_F(Maintain, RetestWritesAnExecutableCommentedScriptThatRunsNothingUntilRun)
   EXPECT_EQ(text.rfind("#!/bin/sh\n", 0), 0u) << text;
   // Each group: its reason as a comment, then its run line.
   const std::string run = "'" SHEPHERD_BIN "' run '" + suite_ + "' --db '" + db_ + "' --where ";
-  EXPECT_TRUE(has(text, "\n# model=m-c: completion 0% < 80%; failures 80% > 30%; severe failure (priority 2, 10 unfinished)\n" +
-                            run + "'model=m-c' --retry-failed\n"))
+  // Failed tasks go again only in the classes retry.lua would retry, as
+  // `maintain` sends them: m-c's 400s and m-b's 401 are left alone (named in
+  // the comment); a group with no retryable class gets no retry flag.
+  EXPECT_TRUE(has(text, "\n# model=m-c: completion 0% < 80%; failures 80% > 30%; severe failure (priority 2, 10 unfinished); "
+                        "failed client_error (8) left alone: the retry policy would not retry it\n" +
+                            run + "'model=m-c'\n"))
       << text;
   EXPECT_TRUE(has(text, "\n# model=m-a: completion 40% < 80%; failures 40% > 30% (priority 3, 6 unfinished)\n" + run +
-                            "'model=m-a' --retry-failed\n"))
+                            "'model=m-a' --retry-class 'server_error'\n"))
       << text;
-  EXPECT_TRUE(has(text, "\n# model=m-b: completion 50% < 80% (priority 3, 5 unfinished)\n" + run + "'model=m-b' --retry-failed\n"))
+  EXPECT_TRUE(has(text, "\n# model=m-b: completion 50% < 80% (priority 3, 5 unfinished); failed auth_failed (1) left alone: "
+                        "the retry policy would not retry it\n" +
+                            run + "'model=m-b' --retry-class 'server_error'\n"))
       << text;
+  EXPECT_FALSE(has(text, "--retry-failed")) << "it re-sends every failed class: " << text;
   EXPECT_LT(text.find("model=m-c"), text.find("model=m-a"));
   EXPECT_LT(text.find("model=m-a"), text.find("model=m-b"));
   EXPECT_FALSE(has(text, "m-d")) << text;
@@ -541,7 +558,9 @@ TEST_F(Maintain, RetestWritesAnExecutableCommentedScriptThatRunsNothingUntilRun)
   json out = json::parse(j.out);
   EXPECT_EQ(out["script"], narrow);
   EXPECT_EQ(models_of(out["selection"]), (Models{"m-c"})) << "p2 of the others is 80% complete: " << out.dump();
-  EXPECT_TRUE(has(read_file(narrow), "--where 'model=m-c' --where 'prompt_type=p2' --retry-failed\n")) << read_file(narrow);
+  EXPECT_EQ(out["selection"][0]["retry_classes"], json::array()) << out.dump();
+  EXPECT_EQ(out["selection"][0]["left_failed"], json({"client_error (4)"})) << out.dump();
+  EXPECT_TRUE(has(read_file(narrow), "--where 'model=m-c' --where 'prompt_type=p2'\n")) << read_file(narrow);
 
   // Run, the script completes the work: m-c and m-a at these thresholds.
   std::string two = dir_.file("two.sh");
@@ -559,7 +578,9 @@ TEST_F(Maintain, RetestWritesAnExecutableCommentedScriptThatRunsNothingUntilRun)
   auto sent = sent_since(sent_before);
   EXPECT_EQ(sent["m-a"], 6);
   EXPECT_EQ(sent["m-b"], 0);
+  EXPECT_EQ(sent["m-c"], 2) << "only m-c's pending tasks: its 400s are not sent again";
   EXPECT_EQ(sent["m-d"], 0);
+  EXPECT_EQ(query(db_, "SELECT count(*) FROM tasks WHERE json_extract(dims, '$.model') = 'm-c' AND attempts = 1"), "10");
   const auto after = tasks();
   for (const auto& [dims, row] : tasks_before) {
     json d = json::parse(dims);
@@ -567,6 +588,176 @@ TEST_F(Maintain, RetestWritesAnExecutableCommentedScriptThatRunsNothingUntilRun)
       EXPECT_EQ(after.at(dims), row) << "not in the script: " << dims;
     }
   }
+}
+
+// The script of the default selection (m-c, m-a, m-b), run: what maintain
+// would send and nothing more. m-b's 401 (auth_failed) and m-c's 400s
+// (client_error) are not sent again; the 500s (server_error) and the pending
+// tasks are.
+TEST_F(Maintain, RetestScriptRunSendsOnlyTheFailedClassesRetryWouldRetry) {
+  // A copy of the store for `maintain`, to compare with below. The mock
+  // answers a task sent again the same either way: the 500 rules are used
+  // up, the 401 and the 400s never run out.
+  const std::string twin = dir_.file("twin.db");
+  for (const char* suffix : {"", "-wal"}) {
+    if (fs::exists(db_ + suffix)) fs::copy_file(db_ + suffix, twin + suffix);
+  }
+  std::string script = dir_.file("retest.sh");
+  ASSERT_EQ(run_cli("retest", {"--script", script}).exit_code, 0);
+  const std::map<int, int> answered_before = answered_by_status();
+  ASSERT_EQ(answered_before, (std::map<int, int>{{200, 17}, {400, 8}, {401, 1}, {500, 6}}));
+  const auto tasks_before = tasks();
+  const auto sent_before = sent_by_model();
+
+  Process sh({"/bin/sh", script}, key_env(1));
+  Result done = sh.wait(60s);
+  EXPECT_EQ(done.exit_code, 4) << "the last line, m-b's run, leaves its auth_failed task failed: " << done.err;
+
+  // Sent: m-c's 2 pending (400 again), m-a's 4 server_error + 2 pending,
+  // m-b's 2 server_error + 2 pending; no 401 and no old 400 again.
+  EXPECT_EQ(sent_since(sent_before), (std::map<std::string, int>{{"m-a", 6}, {"m-b", 4}, {"m-c", 2}, {"m-d", 0}}));
+  EXPECT_EQ(answered_by_status(), (std::map<int, int>{{200, 17 + 10}, {400, 8 + 2}, {401, 1}, {500, 6}}));
+
+  EXPECT_EQ(task_field(where_cell("m-b", "p1", 4), "state || ' ' || last_class || ' ' || attempts"), "failed auth_failed 1");
+  for (int i : {1, 2}) EXPECT_EQ(task_field(where_cell("m-b", "p1", i), "state || ' ' || attempts"), "done 2") << i;
+  for (const char* p : {"p1", "p2"}) EXPECT_EQ(task_field(where_cell("m-b", p, 5), "state || ' ' || attempts"), "done 1") << p;
+  EXPECT_EQ(query(db_, "SELECT count(*) FROM tasks WHERE json_extract(dims, '$.model') = 'm-a' AND state = 'done'"), "10");
+  EXPECT_EQ(query(db_, "SELECT group_concat(n, ' ') FROM (SELECT attempts || ':' || count(*) AS n FROM tasks "
+                       "WHERE json_extract(dims, '$.model') = 'm-c' AND state = 'failed' AND last_class = 'client_error' "
+                       "GROUP BY attempts ORDER BY attempts)"),
+            "1:10")
+      << "m-c: its 8 old failures untouched, its 2 pending tasks failed once";
+  const auto after = tasks();
+  for (const auto& [dims, row] : tasks_before) {
+    if (json::parse(dims)["model"] == "m-d") {
+      EXPECT_EQ(after.at(dims), row) << "not in the script: " << dims;
+    }
+  }
+
+  // `maintain` on the copy sends as much and leaves every task as the script did.
+  const auto sent_by_script = sent_since(sent_before);
+  const auto sent_before_maintain = sent_by_model();
+  Result maintain = shepherd({"maintain", suite_, "--db", twin, "--json"}, key_env(1));
+  ASSERT_EQ(maintain.exit_code, 0) << maintain.err;
+  EXPECT_EQ(models_of(json::parse(maintain.out)["ran"]), (Models{"m-c", "m-a", "m-b"}));
+  EXPECT_EQ(sent_since(sent_before_maintain), sent_by_script);
+  const std::string cells = "SELECT group_concat(row, char(10)) FROM (SELECT dims || ' ' || state || ' ' || "
+                            "coalesce(last_class, '') || ' ' || attempts AS row FROM tasks ORDER BY dims)";
+  EXPECT_EQ(query(twin, cells), query(db_, cells));
+}
+
+// `run --retry-class`: failed tasks of the named classes in the --where
+// slice go again; other classes, and failures outside the slice, stay failed
+// with their class.
+TEST_F(Maintain, RunRetryClassSendsOnlyTheNamedClassesOfTheSlice) {
+  const auto before = tasks();
+  auto sent_before = sent_by_model();
+  Result b = run_cli("run", {"--no-progress", "--json", "--where", "model=m-b", "--retry-class", "server_error"});
+  EXPECT_EQ(b.exit_code, 4) << "the auth_failed task stays failed: " << b.err;
+  json out = json::parse(b.out);
+  EXPECT_EQ(out["done"], 9);
+  EXPECT_EQ(out["failed"], 1);
+  EXPECT_EQ(out["finished_this_run"], 4) << "2 server_error failures and 2 pending tasks";
+  EXPECT_EQ(sent_since(sent_before), (std::map<std::string, int>{{"m-a", 0}, {"m-b", 4}, {"m-c", 0}, {"m-d", 0}}));
+  EXPECT_EQ(answered_by_status()[401], 1) << "the 401 was not sent again";
+  EXPECT_EQ(task_field(where_cell("m-b", "p1", 4), "state || ' ' || last_class || ' ' || attempts"), "failed auth_failed 1");
+  const std::string log = read_file(out["log"].get<std::string>());
+  EXPECT_TRUE(has(log, "2 failed tasks of class server_error sent back to pending (--retry-class)")) << log;
+  for (const auto& [dims, row] : before) {
+    if (json::parse(dims)["model"] != "m-b") {
+      EXPECT_EQ(tasks().at(dims), row) << "outside the slice: " << dims;
+    }
+  }
+
+  // No --where: the whole suite; client_error (m-c) and auth_failed stay failed.
+  sent_before = sent_by_model();
+  Result all = run_cli("run", {"--no-progress", "--json", "--retry-class", "server_error"});
+  EXPECT_EQ(all.exit_code, 4) << all.err;
+  EXPECT_EQ(sent_since(sent_before), (std::map<std::string, int>{{"m-a", 6}, {"m-b", 0}, {"m-c", 2}, {"m-d", 2}}));
+  // done: m-a's 4 and m-b's 2 server_error tasks at their second attempt, the rest at their first.
+  EXPECT_EQ(query(db_, "SELECT group_concat(n, ' ') FROM (SELECT state || '/' || "
+                       "(CASE WHEN state = 'failed' THEN last_class || '/' ELSE '' END) || attempts || '=' || count(*) AS n "
+                       "FROM tasks GROUP BY state, CASE WHEN state = 'failed' THEN last_class END, attempts ORDER BY 1)"),
+            "done/1=23 done/2=6 failed/auth_failed/1=1 failed/client_error/1=10");
+}
+
+// An empty class list names nothing to retry: a usage error before the store
+// is touched, as is --retry-class beside --retry-failed.
+TEST_F(Maintain, RunRetryClassWithoutAClassIsAUsageError) {
+  const std::string before = store_bytes();
+  struct Case {
+    std::vector<std::string> args;
+    std::string says;
+    bool json = true;  // CLI11's "missing value" comes before --json is seen (as for --db or --where): plain text
+  };
+  const std::vector<Case> cases = {
+      {{"--retry-class", ""}, "--retry-class"},
+      {{"--retry-class", ","}, "--retry-class"},
+      {{"--retry-class", "server_error,,auth_failed"}, "--retry-class"},
+      {{"--retry-class", "server_error", "--retry-class", ""}, "--retry-class"},
+      {{"--retry-class"}, "--retry-class", false},
+      {{"--retry-class", "--no-progress"}, "'--no-progress'"},
+      {{"--retry-class", "server_error", "--retry-failed"}, "--retry-failed"},
+  };
+  for (const auto& c : cases) {
+    std::string label;
+    for (const auto& a : c.args) label += "'" + a + "' ";
+    Result r = run_cli("run", c.args);
+    EXPECT_EQ(r.exit_code, 2) << label << "\n" << r.err;
+    EXPECT_TRUE(has(r.err, "USAGE")) << label << "\n" << r.err;
+    EXPECT_TRUE(has(r.err, c.says)) << label << "\n" << r.err;
+
+    if (!c.json) continue;
+    // shepherd's own --json, before the subcommand: a --retry-class missing
+    // its value would take a later --json as its value (refused as a class
+    // name, without JSON).
+    std::vector<std::string> with_json{"--json", "run", suite_, "--db", db_};
+    with_json.insert(with_json.end(), c.args.begin(), c.args.end());
+    Result j = shepherd(with_json, key_env(1));
+    EXPECT_EQ(j.exit_code, 2) << label << "--json\n" << j.err;
+    json e = json::parse(j.out, nullptr, false);
+    ASSERT_FALSE(e.is_discarded()) << label << "--json: stdout is not JSON: " << j.out << "\nstderr: " << j.err;
+    EXPECT_EQ(e["error"]["code"], "USAGE") << e.dump();
+  }
+  EXPECT_TRUE(store_bytes() == before) << "a refused run changed the store";
+  EXPECT_EQ(mock_->stats()["requests"], kSetupRequests) << "a refused run sends nothing";
+}
+
+// s:run{ retry_classes = {…} } in a workflow: what `run --retry-class` does;
+// an empty list, or one beside retry_failed, is misuse and raises.
+TEST_F(Maintain, WorkflowRunTakesRetryClasses) {
+  std::string file = dir_.write("w.lua", R"(
+local s = assert(shepherd.suite(shepherd.args[1], { db = shepherd.args[2] }))
+local function raises(f) local ok, err = pcall(f) return ok and "no error" or tostring(err) end
+local out = {
+  empty = raises(function() return s:run{ retry_classes = {} } end),
+  empty_text = raises(function() return s:run{ retry_classes = "" } end),
+  both = raises(function() return s:run{ retry_classes = { "server_error" }, retry_failed = true } end),
+  number = raises(function() return s:run{ retry_classes = { 500 } } end),
+}
+out.run = assert(s:run{ where = { model = "m-b" }, retry_classes = { "server_error" } })
+out.text = assert(s:run{ where = { model = "m-a", prompt_type = "p1" }, retry_classes = "auth_failed,server_error" })
+print(shepherd.json.encode(out))
+)");
+  const auto sent_before = sent_by_model();
+  Result r = shepherd({"script", file, suite_, db_}, key_env(1));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json j = json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.out;
+  for (const char* f : {"empty", "empty_text", "both", "number"}) {
+    EXPECT_TRUE(has(j[f], "bad argument #1 to 'run'")) << f << ": " << j[f];
+  }
+  EXPECT_TRUE(has(j["empty"], "retry_classes must name at least one class")) << j["empty"];
+  EXPECT_TRUE(has(j["both"], "retry_failed")) << j["both"];
+  EXPECT_EQ(j["run"]["done"], 9);
+  EXPECT_EQ(j["run"]["failed"], 1);
+  EXPECT_EQ(j["run"]["exit"], 4);
+  EXPECT_EQ(j["text"]["total"], 5);
+  EXPECT_EQ(j["text"]["done"], 5) << "the classes as text, \"a,b\"; no auth_failed in that slice";
+  EXPECT_EQ(j["text"]["exit"], 0);
+  // m-b: its 2 server_error failures and 2 pending; m-a p1: its 4 server_error failures and 1 pending.
+  EXPECT_EQ(sent_since(sent_before), (std::map<std::string, int>{{"m-a", 5}, {"m-b", 4}, {"m-c", 0}, {"m-d", 0}}));
+  EXPECT_EQ(task_field(where_cell("m-b", "p1", 4), "state || ' ' || last_class || ' ' || attempts"), "failed auth_failed 1");
 }
 
 TEST(MaintainErrors, MissingSuiteMissingScriptAndThresholdsOutsideZeroToOneAreUsageErrors) {
