@@ -69,8 +69,15 @@ for _, g in ipairs(snapshot()) do
   if g.done < g.total then
     local where = {}
     for k, v in pairs(g.group) do where[#where + 1] = string.format("--where '%s=%s'", k, tostring(v)) end
-    lines[#lines + 1] = string.format("'%s' run '%s' --db '%s' %s --retry-failed", shepherd.executable, info.path,
-                                      info.db, table.concat(where, " "))
+    -- Failed tasks go again only where the retry policy would retry their class, as maintain does.
+    local classes = {}
+    for cls in pairs(g.failures) do
+      if s:would_retry(cls) then classes[#classes + 1] = cls end
+    end
+    table.sort(classes)
+    local retry = #classes > 0 and (" --retry-class " .. table.concat(classes, ",")) or ""
+    lines[#lines + 1] = string.format("'%s' run '%s' --db '%s' %s%s", shepherd.executable, info.path,
+                                      info.db, table.concat(where, " "), retry)
   end
 end
 os.execute("mkdir -p '" .. dir .. "/reports'")

@@ -9,7 +9,9 @@
 #include "suite/matrix.h"
 #include "suite/suite.h"
 #include "suite/suite_runtime.h"
+#include "suite/where.h"
 #include "workflow/suite_view.h"
+#include "workflow/task_census.h"
 
 namespace shepherd::cli {
 
@@ -49,14 +51,15 @@ void print_table(const nlohmann::json& s, const std::vector<std::string>& by) {
   std::vector<std::string> header = by.empty() ? std::vector<std::string>{"group"} : by;
   // Conversations count their turns beside the tasks.
   const bool turns = s["overall"]["turns"]["total"].get<long long>() > 0;
-  for (const char* h : {"total", "done", "failed", "pending", "stale", "retries"}) header.push_back(h);
+  // mismatch: attempts a model other than the one asked answered (the 72b for the 7b).
+  for (const char* h : {"total", "done", "failed", "pending", "stale", "retries", "mismatch"}) header.push_back(h);
   if (turns) {
     for (const char* h : {"turns", "mean", "max"}) header.push_back(h);
   }
   for (const char* h : {"completion", "failure", "failures by class"}) header.push_back(h);
   rows.push_back(header);
   auto row_of = [&](const nlohmann::json& grp, std::vector<std::string> cells) {
-    for (const char* k : {"total", "done", "failed", "pending", "stale", "retries"}) {
+    for (const char* k : {"total", "done", "failed", "pending", "stale", "retries", "model_mismatch"}) {
       cells.push_back(std::to_string(grp[k].get<long long>()));
     }
     if (turns) {
@@ -128,12 +131,12 @@ void print_keys(const nlohmann::json& keys) {
 }
 
 // One line when `maintain` would select groups now: the routine's next step.
-void print_maintain_hint(const Suite& suite, Store& store, const std::vector<std::string>& by,
-                         const nlohmann::json& s, const StatusArgs& a) {
+void print_maintain_hint(const Suite& suite, Store& store, const TaskCensus& census,
+                         const std::vector<std::string>& by, const nlohmann::json& s, const StatusArgs& a) {
   try {
     std::vector<std::string> group_by = suite.maintain.group_by;
     if (!suite.model_is_dimension && group_by == std::vector<std::string>{"model"}) group_by.clear();
-    nlohmann::json groups = group_by == by ? s["groups"] : store.status(suite.name, group_by)["groups"];
+    nlohmann::json groups = group_by == by ? s["groups"] : census.status(group_by)["groups"];
     add_maintenance_fields(store, suite.name, groups);
     nlohmann::json picks = select_retest_groups(suite, groups, suite.maintain);
     if (picks.empty()) return;
@@ -153,8 +156,8 @@ int cmd_status(const GlobalOptions& g, const StatusArgs& a) {
   auto by = split_dims(a.by, suite);
   std::string db = default_db_path(suite.dir, suite.name, a.db);
   Store store(db, Store::Mode::read_only);
-  store.limit_to(cells_in_view(suite, a.where));
-  nlohmann::json s = store.status(suite.name, by);
+  TaskCensus census(suite, store, Where::parse(Matrix(suite.dims), a.where));
+  nlohmann::json s = census.status(by);
   s["policy_versions"] = store.policy_versions(suite.name);
   s["keys"] = store.latest_event(suite.name, "pool");
   if (g.json) {
@@ -165,7 +168,7 @@ int cmd_status(const GlobalOptions& g, const StatusArgs& a) {
     print_table(s, by);
     print_policy_versions(s["policy_versions"]);
     print_keys(s["keys"]);
-    print_maintain_hint(suite, store, by, s, a);
+    print_maintain_hint(suite, store, census, by, s, a);
   }
   return kExitOk;
 }

@@ -452,6 +452,7 @@ std::string Run::label(const TaskRuntime& t) const {
 void Run::finish_conversation(uint32_t index, TaskResultRecord&& result) {
   TaskRuntime& t = dispatcher_->task(index);
   TaskState state = result.state;
+  result.run_id = ctx_.run_id;
   if (state == TaskState::failed) {
     spdlog::info("task {} failed after {} turns: {} {}", label(t), result.turns, result.error_code,
                  result.error_message);

@@ -172,7 +172,11 @@ int view_tasks(lua_State* L) {
   SuiteView& view = check_view(L, "tasks");
   nlohmann::json opts = options_at(L, 2, "tasks");
   return guarded(L, "tasks", [&] {
-    std::string state = opts.value("state", std::string());
+    // One state, or a list of them ("pending", "done", "failed", "stale").
+    std::vector<std::string> states;
+    if (auto it = opts.find("state"); it != opts.end() && !it->is_null()) {
+      states = it->is_string() ? std::vector<std::string>{it->get<std::string>()} : string_list(*it, "state");
+    }
     int64_t limit = -1;
     if (auto it = opts.find("limit"); it != opts.end()) {
       if (!it->is_number() || it->get<double>() < 0) throw Error(codes::USAGE, "limit must be a number >= 0", Stage::cli);
@@ -181,7 +185,7 @@ int view_tasks(lua_State* L) {
     lua_newtable(L);
     int list = lua_gettop(L);
     int n = 0;
-    view.tasks(state, opts.value("where", nlohmann::json()), limit, [&](const nlohmann::json& row) {
+    view.tasks(states, opts.value("where", nlohmann::json()), limit, [&](const nlohmann::json& row) {
       push_or_raise(L, row);
       lua_rawseti(L, list, ++n);
       return true;

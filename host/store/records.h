@@ -76,6 +76,7 @@ struct AttemptRecord {
 // own, committed as they are answered; this closes the task.
 struct TaskResultRecord {
   std::string task_id;
+  int64_t run_id = 0;
   TaskState state = TaskState::failed;  // done or failed
   std::string content;        // the result: text, or the JSON text of a table
   std::string error_code;     // failed only

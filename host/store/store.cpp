@@ -2,6 +2,7 @@
 
 #include "core/text.h"
 
+#include <algorithm>
 #include <map>
 
 #include <SQLiteCpp/Database.h>
@@ -17,89 +18,6 @@ namespace shepherd {
 namespace {
 
 using nlohmann::json;
-
-// Counts of one group (or of the whole suite).
-struct Tally {
-  int64_t total = 0, done = 0, failed = 0, pending = 0, stale = 0;
-  std::map<std::string, int64_t> failures_by_class;
-  // Conversations: turns answered, over the tasks that had any.
-  int64_t turns = 0, turns_max = 0, tasks_with_turns = 0;
-  int64_t retries = 0;            // attempts beyond each task's first (per turn for conversations)
-  double last_attempt_at = 0;     // unix seconds; 0: never attempted
-
-  void add_turns(int64_t sum, int64_t max, int64_t tasks) {
-    turns += sum;
-    turns_max = std::max(turns_max, max);
-    tasks_with_turns += tasks;
-  }
-  void add_attempts(int64_t extra, double last) {
-    retries += extra;
-    last_attempt_at = std::max(last_attempt_at, last);
-  }
-
-  void add(TaskState state, const std::string& cls, bool is_stale, int64_t n) {
-    total += n;
-    if (is_stale) stale += n;
-    switch (state) {
-      case TaskState::done: done += n; break;
-      case TaskState::pending: pending += n; break;
-      case TaskState::failed:
-        failed += n;
-        failures_by_class[cls] += n;
-        break;
-    }
-  }
-
-  json to_json() const {
-    const auto rate = [&](int64_t part) {
-      return total == 0 ? 0.0 : static_cast<double>(part) / static_cast<double>(total);
-    };
-    return {{"total", total},
-            {"done", done},
-            {"failed", failed},
-            {"pending", pending},
-            {"stale", stale},
-            {"completion_rate", rate(done)},
-            {"failure_rate", rate(failed)},
-            {"failures_by_class", failures_by_class},
-            {"retries", retries},
-            {"last_attempt_at", last_attempt_at > 0 ? json(last_attempt_at) : json()},
-            {"turns",
-             {{"total", turns},
-              {"mean", tasks_with_turns == 0 ? 0.0 : static_cast<double>(turns) / static_cast<double>(tasks_with_turns)},
-              {"max", turns_max}}}};
-  }
-};
-
-// A dim name whose JSON spelling needs no escapes reads the same to every
-// SQLite version inside a quoted JSON path. Others (quotes, backslashes,
-// control characters) are matched by json_each on the decoded key instead:
-// SQLite before 3.45 compares path labels without decoding escapes.
-bool plain_path_label(const std::string& dim) {
-  return json(dim).dump() == "\"" + dim + "\"";
-}
-
-// The SQL for one dim's value and JSON type; both read parameter ?index,
-// which carries the path or the name -- dim names never enter the SQL text.
-std::pair<std::string, std::string> dim_columns(const std::string& dim, int index) {
-  const std::string p = "?" + std::to_string(index);
-  if (plain_path_label(dim)) {
-    return {"json_extract(dims, " + p + ")", "coalesce(json_type(dims, " + p + "), 'null')"};
-  }
-  return {"(SELECT value FROM json_each(tasks.dims) WHERE key = " + p + ")",
-          "coalesce((SELECT type FROM json_each(tasks.dims) WHERE key = " + p + "), 'null')"};
-}
-
-// Rebuilds a dim's value with its JSON type (SQL says 1 for both true and 1).
-json dim_value(const SQLite::Column& value, const std::string& type) {
-  if (type == "integer") return value.getInt64();
-  if (type == "real") return value.getDouble();
-  if (type == "true") return true;
-  if (type == "false") return false;
-  if (type == "text") return value.getString();
-  if (type == "object" || type == "array") return json::parse(value.getString(), nullptr, false);
-  return nullptr;
-}
 
 }  // namespace
 
@@ -278,87 +196,74 @@ std::string Store::task_source() const {
          "FROM temp.scope AS s LEFT JOIN main.tasks AS t ON t.id = s.id AND t.suite = ?1) AS tasks";
 }
 
-nlohmann::json Store::status(const std::string& suite, const std::vector<std::string>& by) {
-  return details::guard(codes::IO_ERROR, db_->getFilename(), "status", [&] {
-    // Columns: value_0, type_0, ..., value_n-1, type_n-1, state, class, count.
-    // Grouping by the type too keeps true apart from 1 and "1".
-    std::string columns;
-    std::string keys;
-    for (size_t i = 0; i < by.size(); ++i) {
-      const auto [value, type] = dim_columns(by[i], static_cast<int>(i) + 2);
-      columns += value + ", " + type + ", ";
-      keys += std::to_string(2 * i + 1) + ", " + std::to_string(2 * i + 2) + ", ";
+void Store::scan_tasks(const std::string& suite, const std::string& config_hash,
+                       const std::function<void(const TaskScanRow&)>& sink) {
+  details::guard(codes::IO_ERROR, db_->getFilename(), "read tasks", [&] {
+    // The runs whose suite text is this one: a request sent by one of them
+    // is what the suite builds now. (Runs are few; a join per task is not.)
+    std::vector<int64_t> same_version;
+    {
+      SQLite::Statement runs(*db_, "SELECT id FROM runs WHERE suite = ? AND config_hash = ? ORDER BY id");
+      runs.bind(1, suite);
+      runs.bind(2, config_hash);
+      while (runs.executeStep()) same_version.push_back(runs.getColumn(0).getInt64());
     }
-    const size_t state_col = 2 * by.size();
-    std::string sql = "SELECT " + columns +
-                      "state, CASE WHEN state = 'failed' THEN coalesce(last_class, 'unknown') "
-                      "END, coalesce(stale, 0), count(*), sum(turns), max(turns), sum(turns > 0), "
-                      "sum(max(attempts - max(turns, 1), 0)), max(CASE WHEN attempts > 0 THEN updated_at END) FROM " +
-                      task_source() + " GROUP BY " + keys +
-                      std::to_string(state_col + 1) + ", " + std::to_string(state_col + 2) + ", " +
-                      std::to_string(state_col + 3);
-    if (!by.empty()) sql += " ORDER BY " + keys.substr(0, keys.size() - 2);
-
-    SQLite::Statement query(*db_, sql);
+    // The tasks_census index covers every column read here, in the order a
+    // run stored the tasks: the scan never reads a stored answer.
+    SQLite::Statement query(*db_,
+                            "SELECT id, state, last_class, attempts, turns, updated_at, request_hash, request_run "
+                            "FROM tasks INDEXED BY tasks_census WHERE suite = ?1");
     query.bind(1, suite);
-    for (size_t i = 0; i < by.size(); ++i) {
-      const std::string& dim = by[i];
-      const int index = static_cast<int>(i) + 2;
-      if (plain_path_label(dim)) query.bind(index, "$.\"" + dim + "\"");
-      else query.bind(index, dim);
-    }
-
-    struct Group {
-      json key;
-      std::vector<std::string> types;
-      Tally tally;
-    };
-    std::vector<Group> groups;
-    Tally overall;
-    std::vector<std::string> types(by.size());
-    std::string cls;
+    TaskScanRow row;
     while (query.executeStep()) {
-      for (size_t i = 0; i < by.size(); ++i) types[i] = query.getColumn(2 * i + 1).getString();
-      json key = json::object();
-      for (size_t i = 0; i < by.size(); ++i) {
-        key[by[i]] = dim_value(query.getColumn(2 * i), types[i]);
-      }
-      // Rows arrive ordered by the group columns, so a group's rows are adjacent.
-      if (groups.empty() || groups.back().key != key || groups.back().types != types) {
-        groups.push_back({std::move(key), types, {}});
-      }
-      const TaskState state = task_state_from(query.getColumn(state_col).getText());
-      details::read_text(cls, query.getColumn(state_col + 1));
-      const bool stale = query.getColumn(state_col + 2).getInt() != 0;
-      const int64_t n = query.getColumn(state_col + 3).getInt64();
-      groups.back().tally.add(state, cls, stale, n);
-      overall.add(state, cls, stale, n);
-      const int64_t turns = query.getColumn(state_col + 4).getInt64();
-      const int64_t turns_max = query.getColumn(state_col + 5).getInt64();
-      const int64_t with_turns = query.getColumn(state_col + 6).getInt64();
-      groups.back().tally.add_turns(turns, turns_max, with_turns);
-      overall.add_turns(turns, turns_max, with_turns);
-      const int64_t retries = query.getColumn(state_col + 7).getInt64();
-      const double last = query.getColumn(state_col + 8).isNull() ? 0 : query.getColumn(state_col + 8).getDouble();
-      groups.back().tally.add_attempts(retries, last);
-      overall.add_attempts(retries, last);
+      row.id = {query.getColumn(0).getText(), static_cast<size_t>(query.getColumn(0).getBytes())};
+      row.state = task_state_from(query.getColumn(1).getText());
+      const SQLite::Column cls = query.getColumn(2);
+      row.last_class = cls.isNull() ? std::string_view() : std::string_view(cls.getText(), cls.getBytes());
+      row.attempts = query.getColumn(3).getInt();
+      row.turns = query.getColumn(4).getInt();
+      row.updated_at = query.getColumn(5).getDouble();
+      const SQLite::Column hash = query.getColumn(6);
+      row.request_hash = hash.isNull() ? std::string_view() : std::string_view(hash.getText(), hash.getBytes());
+      const int64_t run = query.getColumn(7).getInt64();  // 0 when NULL
+      row.same_suite_version = run != 0 && std::binary_search(same_version.begin(), same_version.end(), run);
+      sink(row);
     }
+  });
+}
 
-    json out = {{"suite", suite}, {"by", by}, {"groups", json::array()}};
-    if (by.empty()) {
-      // No dims: the suite is one group, even while it is empty.
-      json group = overall.to_json();
-      group["key"] = json::object();
-      out["groups"].push_back(std::move(group));
-    } else {
-      for (Group& g : groups) {
-        json group = g.tally.to_json();
-        group["key"] = std::move(g.key);
-        out["groups"].push_back(std::move(group));
-      }
-    }
-    out["overall"] = overall.to_json();
+std::map<std::string, int64_t> Store::model_mismatches(const std::string& suite) {
+  return details::guard(codes::IO_ERROR, db_->getFilename(), "read attempts", [&] {
+    SQLite::Statement query(*db_,
+                            "SELECT a.task, count(*) FROM attempts a CROSS JOIN tasks t ON t.id = a.task "
+                            "WHERE a.class = 'model_mismatch' AND t.suite = ? GROUP BY a.task");
+    // (CROSS JOIN: from the few mismatched attempts, by attempts_by_class.)
+    query.bind(1, suite);
+    std::map<std::string, int64_t> out;
+    while (query.executeStep()) out[query.getColumn(0).getString()] = query.getColumn(1).getInt64();
     return out;
+  });
+}
+
+nlohmann::json Store::task_detail(const std::string& id) {
+  return details::guard(codes::IO_ERROR, db_->getFilename(), "read task", [&] {
+    // Prepared once: listings call this per task; 64 MiB of page cache spares
+    // re-reading the index pages each lookup goes through.
+    if (!task_detail_) {
+      db_->exec("PRAGMA cache_size=-65536");
+      task_detail_ = std::make_unique<SQLite::Statement>(
+          *db_, "SELECT error_code, error_message, model, latency_ms FROM tasks WHERE id = ?");
+    }
+    SQLite::Statement& query = *task_detail_;
+    query.reset();
+    query.bind(1, id);
+    if (!query.executeStep()) return json();
+    auto text = [&](int i) { return query.getColumn(i).isNull() ? json() : json(query.getColumn(i).getString()); };
+    json error;
+    if (!query.getColumn(0).isNull()) error = {{"code", text(0)}, {"message", text(1)}};
+    return json{{"error", error},
+                {"model", text(2)},
+                {"latency_ms", query.getColumn(3).isNull() ? json() : json(query.getColumn(3).getDouble())}};
   });
 }
 
@@ -379,7 +284,7 @@ nlohmann::json Store::policy_versions(const std::string& suite) {
   return details::guard(codes::IO_ERROR, db_->getFilename(), "policy versions", [&] {
     SQLite::Statement query(*db_,
                             "SELECT a.policy_version, a.decision, a.class, count(*), min(a.id) AS first "
-                            "FROM attempts a JOIN tasks t ON t.id = a.task WHERE t.suite = ? "
+                            "FROM attempts a WHERE a.run IN (SELECT id FROM runs WHERE suite = ?) "
                             "GROUP BY a.policy_version, a.decision, a.class ORDER BY first");
     query.bind(1, suite);
     json out = json::array();
@@ -518,7 +423,9 @@ nlohmann::json Store::error_stats(const std::string& suite, double since, double
     SQLite::Statement query(*db_,
                             "SELECT coalesce(a.class, 'unknown'), coalesce(a.error_code, ''), count(*), "
                             "sum(a.ended_at < ?3), sum(a.ended_at >= ?3) FROM attempts a "
-                            "JOIN tasks t ON t.id = a.task WHERE t.suite = ?1 AND a.ended_at >= ?2 "
+                            // CROSS JOIN keeps SQLite on the window (attempts_by_ended_at)
+                            // instead of walking every task of the suite.
+                            "CROSS JOIN tasks t ON t.id = a.task WHERE t.suite = ?1 AND a.ended_at >= ?2 "
                             "AND coalesce(a.class, '') <> 'ok' AND a.decision NOT IN ('done', 'answered') "
                             "GROUP BY 1, 2 ORDER BY 3 DESC");
     query.bind(1, suite);

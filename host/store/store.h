@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -13,9 +14,23 @@
 
 #include "store/records.h"
 
-namespace SQLite { class Database; }
+namespace SQLite {
+class Database;
+class Statement;
+}
 
 namespace shepherd {
+
+struct TaskScanRow {
+  std::string_view id;
+  TaskState state = TaskState::pending;
+  std::string_view last_class;    // empty: none
+  int attempts = 0;
+  int turns = 0;
+  double updated_at = 0;
+  std::string_view request_hash;  // empty: unknown
+  bool same_suite_version = false;  // its request came from a run of this very suite text
+};
 
 struct ExportRow {
   std::string task;
@@ -35,7 +50,7 @@ struct ExportRow {
 
 class Store {
  public:
-  static constexpr int kSchemaVersion = 3;
+  static constexpr int kSchemaVersion = 4;
   enum class Mode { read_write, read_only };
 
   // read_write creates the file and migrates; read_only requires an existing
@@ -68,11 +83,15 @@ class Store {
   // whose request_hash differs from its cell's is stale.
   void limit_to(const std::vector<TaskSeed>& cells);
 
-  // Groups tasks by the named dims (none: one group). Shape:
-  // {"suite","by":[...],"groups":[{"key":{dim:value},"total","done","failed","pending","stale",
-  //  "completion_rate","failure_rate","failures_by_class":{class:n},"turns":{"total","mean","max"}}],
-  //  "overall":{same, no key}}
-  nlohmann::json status(const std::string& suite, const std::vector<std::string>& by);
+  // Every stored task of the suite, in no particular order, with what
+  // status needs. The views are valid during the call only.
+  void scan_tasks(const std::string& suite, const std::string& config_hash,
+                  const std::function<void(const TaskScanRow&)>& sink);
+  // Tasks with model_mismatch attempts (an answer from another model than
+  // the one asked), with how many.
+  std::map<std::string, int64_t> model_mismatches(const std::string& suite);
+  // {error = {code, message} | null, model, latency_ms} of a stored task, or null.
+  nlohmann::json task_detail(const std::string& id);
 
   // `transcripts`: read each conversation's transcript too.
   void export_tasks(const std::string& suite, const std::function<void(const ExportRow&)>& sink,
@@ -128,6 +147,7 @@ class Store {
 
  private:
   std::unique_ptr<SQLite::Database> db_;
+  std::unique_ptr<SQLite::Statement> task_detail_;  // after db_: finalized before it closes
   // The FROM clause status() and export_tasks() read, with ?1 = the suite.
   std::string task_source() const;
   bool scoped_ = false;

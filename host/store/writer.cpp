@@ -46,7 +46,8 @@ constexpr const char* kInsertAttempt =
 constexpr const char* kUpdateTaskAfterAttempt =
     "UPDATE tasks SET state = ?1, attempts = ?2, model = coalesce(?3, model), content = ?4, "
     "error_code = ?5, error_message = ?6, last_class = ?7, latency_ms = ?8, usage = ?9, "
-    "updated_at = ?10, request_hash = coalesce(?12, request_hash) WHERE id = ?11";
+    "updated_at = ?10, request_hash = coalesce(?12, request_hash), "
+    "request_run = CASE WHEN ?12 IS NULL THEN request_run ELSE ?13 END WHERE id = ?11";
 
 // A conversation's turn leaves the task pending: only its result ends it.
 constexpr const char* kUpdateTaskAfterTurn =
@@ -56,7 +57,7 @@ constexpr const char* kUpdateTaskAfterTurn =
 constexpr const char* kUpdateTaskResult =
     "UPDATE tasks SET state = ?1, model = coalesce(?2, model), content = ?3, error_code = ?4, "
     "error_message = ?5, latency_ms = ?6, usage = ?7, request_hash = coalesce(?8, request_hash), "
-    "turns = ?9, conversation = ?10, transcript = ?11, updated_at = ?12, last_class = ?14 WHERE id = ?13";
+    "request_run = CASE WHEN ?8 IS NULL THEN request_run ELSE ?15 END, turns = ?9, conversation = ?10, transcript = ?11, updated_at = ?12, last_class = ?14 WHERE id = ?13";
 
 constexpr const char* kUpdateTaskState =
     "UPDATE tasks SET state = ?1, error_code = ?2, error_message = ?3, updated_at = ?4 "
@@ -286,6 +287,7 @@ class Writer::Impl {
     t.bind(10, now);
     t.bindNoCopy(11, r.task_id);
     details::bind_text_ref(t, 12, r.request_hash);
+    t.bind(13, r.run_id);
     t.exec();
     t.reset();
   }
@@ -307,6 +309,7 @@ class Writer::Impl {
     t.bind(12, now);
     t.bindNoCopy(13, r.task_id);
     details::bind_text_ref(t, 14, r.cls);
+    t.bind(15, r.run_id);
     t.exec();
     t.reset();
   }

@@ -60,14 +60,51 @@ nlohmann::json Matrix::cell(uint64_t ordinal) const {
   return out;
 }
 
+std::vector<std::vector<std::string>> cell_member_texts(const Matrix& matrix) {
+  // A cell's canonical JSON is its "name":value members in name order (the
+  // dims are sorted by name, as nlohmann sorts object keys): built from each
+  // value's member text, written once, instead of a JSON object per cell.
+  const auto& dims = matrix.dims();
+  std::vector<std::vector<std::string>> members(dims.size());
+  for (size_t d = 0; d < dims.size(); ++d) {
+    const std::string name = nlohmann::json(dims[d].name).dump() + ":";
+    for (const auto& v : dims[d].values) members[d].push_back(name + v.dump());
+  }
+  return members;
+}
+
+void for_each_cell_text(const Matrix& matrix, const std::function<void(uint64_t, const std::string&)>& visit) {
+  const auto& dims = matrix.dims();
+  const auto members = cell_member_texts(matrix);
+  std::vector<size_t> idx(dims.size(), 0);
+  std::string text;
+  for (uint64_t i = 0; i < matrix.size(); ++i) {
+    text.assign(1, '{');
+    for (size_t d = 0; d < dims.size(); ++d) {
+      if (d) text += ',';
+      text += members[d][idx[d]];
+    }
+    text += '}';
+    visit(i, text);
+    // The next cell: the last dimension varies fastest, as value_indices reads ordinals.
+    for (size_t d = dims.size(); d-- > 0;) {
+      if (++idx[d] < dims[d].values.size()) break;
+      idx[d] = 0;
+    }
+  }
+}
+
 std::vector<TaskSeed> plan_cells(const Suite& suite) {
   Matrix matrix(suite.dims);
   std::vector<TaskSeed> cells;
   cells.reserve(matrix.size());
-  for (uint64_t i = 0; i < matrix.size(); ++i) {
-    nlohmann::json cell = matrix.cell(i);
-    cells.push_back(TaskSeed{task_id_for(suite.name, cell), cell.dump()});
-  }
+  std::string key;
+  for_each_cell_text(matrix, [&](uint64_t, const std::string& text) {
+    key.assign(suite.name);
+    key += '\n';
+    key += text;
+    cells.push_back(TaskSeed{stable_hash_hex(key), text});
+  });
   return cells;
 }
 

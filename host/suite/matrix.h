@@ -4,6 +4,7 @@
 // and the cell's canonical JSON, so it is the same run after run whatever the
 // order of keys in the file.
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,14 @@ class Matrix {
 };
 
 std::string task_id_for(const std::string& suite_name, const nlohmann::json& cell);
+
+// Per dimension, per value: its member text in a cell's canonical JSON
+// ("\"name\":value"); a cell's text is "{" + its members joined by "," + "}".
+std::vector<std::vector<std::string>> cell_member_texts(const Matrix& matrix);
+
+// Calls `visit(ordinal, canonical JSON of the cell)` for every cell, in
+// matrix order; the text is what cell(ordinal).dump() gives.
+void for_each_cell_text(const Matrix& matrix, const std::function<void(uint64_t, const std::string&)>& visit);
 
 // Every cell of the suite as a task: id and canonical dims, in matrix order.
 std::vector<TaskSeed> plan_cells(const Suite& suite);

@@ -19,6 +19,7 @@
 #include "suite/matrix.h"
 #include "suite/suite_runtime.h"
 #include "suite/where.h"
+#include "workflow/task_census.h"
 
 namespace shepherd {
 
@@ -94,23 +95,23 @@ nlohmann::json SuiteView::status(const std::vector<std::string>& by, const nlohm
   check_dims(by);
   Where w = where_of(suite_, where);
   Store store(db_path_, Store::Mode::read_only);
-  store.limit_to(cells_in_view(suite_, w));
-  nlohmann::json s = store.status(suite_.name, by);
+  nlohmann::json s = TaskCensus(suite_, store, w).status(by);
   add_maintenance_fields(store, suite_.name, s["groups"]);
   s["overall"]["failures"] = s["overall"]["failures_by_class"];
   return s;
 }
 
-void SuiteView::tasks(const std::string& state, const nlohmann::json& where, int64_t limit,
+void SuiteView::tasks(const std::vector<std::string>& states, const nlohmann::json& where, int64_t limit,
                       const std::function<bool(const nlohmann::json&)>& sink) {
-  static const char* const states[] = {"", "pending", "done", "failed", "stale"};
-  if (std::find(std::begin(states), std::end(states), state) == std::end(states)) {
-    throw Error(codes::USAGE, "state must be pending, done, failed or stale, not '" + state + "'", Stage::cli);
+  static const char* const known[] = {"pending", "done", "failed", "stale"};
+  for (const auto& state : states) {
+    if (std::find(std::begin(known), std::end(known), state) == std::end(known)) {
+      throw Error(codes::USAGE, "state must be pending, done, failed or stale, not '" + state + "'", Stage::cli);
+    }
   }
   Where w = where_of(suite_, where);
   Store store(db_path_, Store::Mode::read_only);
-  store.limit_to(cells_in_view(suite_, w));
-  store.list_tasks(suite_.name, state, limit, sink);
+  TaskCensus(suite_, store, w).list(states, limit, sink);
 }
 
 nlohmann::json SuiteView::attempts(const std::string& task_id) {

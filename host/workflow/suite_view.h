@@ -1,7 +1,7 @@
 #pragma once
 // A suite and its store as a workflow script sees them: status by any
 // dimensions, task and attempt queries, events, reset, a slice run and
-// export — computed by the host (SQL), run by the same engine and under the
+// export — computed by the host, run by the same engine and under the
 // same lock as the commands.
 #include <cstdint>
 #include <functional>
@@ -52,8 +52,9 @@ class SuiteView {
   // "failures" (by class). `where` selects; an unknown dimension or value
   // throws Error(USAGE).
   nlohmann::json status(const std::vector<std::string>& by, const nlohmann::json& where);
-  // Tasks in view (state "", "pending", "done", "failed" or "stale"); the sink returns false to stop.
-  void tasks(const std::string& state, const nlohmann::json& where, int64_t limit,
+  // Tasks in view whose state is one of `states` ("pending", "done", "failed",
+  // "stale"; none: all), in matrix order; the sink returns false to stop.
+  void tasks(const std::vector<std::string>& states, const nlohmann::json& where, int64_t limit,
              const std::function<bool(const nlohmann::json&)>& sink);
   nlohmann::json attempts(const std::string& task_id);
   nlohmann::json events(const std::string& kind, double since);

@@ -170,11 +170,12 @@ local SuiteHandle = {}
 ---@field failures_by_class table<string, integer>  the final class of each failed task
 ---@field failures table<string, integer>  the same as failures_by_class
 ---@field retries integer           attempts beyond each task's first (per turn for conversations)
+---@field model_mismatch integer    attempts answered by another model than the one asked
 ---@field last_attempt_at number|nil  unix seconds of the group's latest attempt
 ---@field last_maintained_at number|nil  unix seconds of the group's last maintenance (s:mark_maintained)
 ---@field turns shepherd.Turns
 
---- Counts per group, computed in SQL.
+--- Counts per group, computed by the host in one pass over the store.
 ---@param options? shepherd.StatusOptions
 ---@return shepherd.StatusGroup[]|nil groups
 ---@return string|nil code
@@ -182,7 +183,7 @@ local SuiteHandle = {}
 function SuiteHandle:status(options) end
 
 ---@class shepherd.TasksOptions
----@field state? "pending"|"done"|"failed"|"stale"  none: every task
+---@field state? "pending"|"done"|"failed"|"stale"|string[]  one state or a list; none: every task
 ---@field where? shepherd.Where
 ---@field limit? integer  at most this many (>= 0)
 
@@ -193,6 +194,7 @@ function SuiteHandle:status(options) end
 ---@class shepherd.TaskRow
 ---@field id string                 the task id (a hash of the suite name and the cell)
 ---@field cell table<string, any>   the matrix values
+---@field label string              the cell as logs name it: its values joined by "/", in the suite file's order
 ---@field state "pending"|"done"|"failed"
 ---@field attempts integer
 ---@field class string|nil          the last attempt's class

@@ -16,12 +16,6 @@ using namespace e2e;
 
 namespace {
 
-long arg(int argc, char** argv, const char* name, long fallback) {
-  for (int i = 1; i + 1 < argc; ++i)
-    if (std::strcmp(argv[i], name) == 0) return std::stol(argv[i + 1]);
-  return fallback;
-}
-
 std::string suite_text(const std::string& base_url, long conversations, long turns, int keys, long concurrency,
                        long max_open, bool plain) {
   std::string key_list;
@@ -54,11 +48,11 @@ std::string suite_text(const std::string& base_url, long conversations, long tur
 }  // namespace
 
 int main(int argc, char** argv) {
-  long conversations = arg(argc, argv, "--conversations", 2000);
-  long turns = arg(argc, argv, "--turns", 5);
-  int keys = static_cast<int>(arg(argc, argv, "--keys", 4));
-  long concurrency = arg(argc, argv, "--concurrency", 16);
-  long open = arg(argc, argv, "--open", 10000);
+  long conversations = number_arg(argc, argv, "--conversations", 2000);
+  long turns = number_arg(argc, argv, "--turns", 5);
+  int keys = static_cast<int>(number_arg(argc, argv, "--keys", 4));
+  long concurrency = number_arg(argc, argv, "--concurrency", 16);
+  long open = number_arg(argc, argv, "--open", 10000);
   bool plain = false;
   for (int i = 1; i < argc; ++i) plain = plain || std::strcmp(argv[i], "--plain") == 0;
   TempDir dir;

@@ -16,12 +16,6 @@ using namespace e2e;
 
 namespace {
 
-long arg(int argc, char** argv, const char* name, long fallback) {
-  for (int i = 1; i + 1 < argc; ++i)
-    if (std::strcmp(argv[i], name) == 0) return std::stol(argv[i + 1]);
-  return fallback;
-}
-
 std::string suite_text(const std::string& base_url, long tasks, int keys, long concurrency, long total_ms,
                        bool plain) {
   SuiteSpec s;
@@ -40,11 +34,11 @@ std::string suite_text(const std::string& base_url, long tasks, int keys, long c
 }  // namespace
 
 int main(int argc, char** argv) {
-  long tasks = arg(argc, argv, "--tasks", 50000);
-  int keys = static_cast<int>(arg(argc, argv, "--keys", 8));
-  long concurrency = arg(argc, argv, "--concurrency", 16);
-  long workers = arg(argc, argv, "--workers", 1);
-  long inflight = arg(argc, argv, "--inflight-tasks", 10000);
+  long tasks = number_arg(argc, argv, "--tasks", 50000);
+  int keys = static_cast<int>(number_arg(argc, argv, "--keys", 8));
+  long concurrency = number_arg(argc, argv, "--concurrency", 16);
+  long workers = number_arg(argc, argv, "--workers", 1);
+  long inflight = number_arg(argc, argv, "--inflight-tasks", 10000);
   bool plain = false;
   for (int i = 1; i < argc; ++i) plain = plain || std::strcmp(argv[i], "--plain") == 0;
   TempDir dir;

@@ -61,7 +61,7 @@ Error expect_error(F&& f) {
 TEST_F(StoreTest, CreatesSchemaAtCurrentVersionInWalMode) {
   Store store(path_, Store::Mode::read_write);
   EXPECT_EQ(store.schema_version(), Store::kSchemaVersion);
-  EXPECT_EQ(Store::kSchemaVersion, 3);
+  EXPECT_EQ(Store::kSchemaVersion, 4);
   for (const char* table : {"meta", "runs", "tasks", "attempts", "events"}) {
     EXPECT_TRUE(store.db().tableExists(table)) << table;
   }
@@ -92,7 +92,9 @@ TEST_F(StoreTest, MigratesAVersionOneStoreKeepingItsData) {
     // A v1 store: the same tables without the columns v2 added.
     Store store(path_, Store::Mode::read_write);
     store.ensure_tasks("s", {{"t1", R"({"a":1})"}});
-    store.db().exec("ALTER TABLE attempts DROP COLUMN request_hash; ALTER TABLE attempts DROP COLUMN delay_ms;"
+    store.db().exec("DROP INDEX tasks_census; DROP INDEX attempts_by_class; DROP INDEX attempts_by_ended_at;"
+                    "ALTER TABLE tasks DROP COLUMN request_run;"
+                    "ALTER TABLE attempts DROP COLUMN request_hash; ALTER TABLE attempts DROP COLUMN delay_ms;"
                     "ALTER TABLE tasks DROP COLUMN request_hash;"
                     "ALTER TABLE attempts DROP COLUMN turn; ALTER TABLE attempts DROP COLUMN conversation;"
                     "ALTER TABLE tasks DROP COLUMN turns; ALTER TABLE tasks DROP COLUMN conversation;"
@@ -102,7 +104,7 @@ TEST_F(StoreTest, MigratesAVersionOneStoreKeepingItsData) {
   const Error e = expect_error([&] { Store reader(path_, Store::Mode::read_only); });
   EXPECT_EQ(e.code(), codes::STORE_OPEN_FAILED) << "a reader asks for a run to migrate";
   Store store(path_, Store::Mode::read_write);
-  EXPECT_EQ(store.schema_version(), 3);
+  EXPECT_EQ(store.schema_version(), 4);
   auto tasks = store.load_tasks("s");
   ASSERT_EQ(tasks.size(), 1u);
   EXPECT_EQ(tasks[0].request_hash, "");
@@ -110,24 +112,24 @@ TEST_F(StoreTest, MigratesAVersionOneStoreKeepingItsData) {
   EXPECT_EQ(store.db().execAndGet("SELECT count(*) FROM pragma_table_info('attempts') WHERE name IN "
                                   "('request_hash', 'delay_ms', 'turn', 'conversation')").getInt(), 4);
   EXPECT_EQ(store.db().execAndGet("SELECT count(*) FROM pragma_table_info('tasks') WHERE name IN "
-                                  "('turns', 'conversation', 'transcript')").getInt(), 3);
+                                  "('turns', 'conversation', 'transcript', 'request_run')").getInt(), 4);
 }
 
 TEST_F(StoreTest, RefusesSchemaNewerThanThisBuild) {
   {
     Store store(path_, Store::Mode::read_write);
-    store.db().exec("UPDATE meta SET value = '4' WHERE key = 'schema_version'");
+    store.db().exec("UPDATE meta SET value = '5' WHERE key = 'schema_version'");
   }
   for (Store::Mode mode : {Store::Mode::read_write, Store::Mode::read_only}) {
     const Error e = expect_error([&] { Store store(path_, mode); });
     EXPECT_EQ(e.code(), codes::STORE_SCHEMA_TOO_NEW);
     EXPECT_EQ(e.stage(), Stage::storage);
-    EXPECT_EQ(e.details().value("found", 0), 4);
+    EXPECT_EQ(e.details().value("found", 0), 5);
   }
   // The refusal must not have touched the file.
   SQLite::Database raw(path_);
   EXPECT_EQ(raw.execAndGet("SELECT value FROM meta WHERE key = 'schema_version'").getString(),
-            "4");
+            "5");
 }
 
 TEST_F(StoreTest, ReadOnlyOnMissingFileAsksToRunFirst) {
@@ -229,157 +231,6 @@ TEST_F(StoreTest, ResetFailedSendsOnlyFailedTasksOfTheSuiteBack) {
     EXPECT_EQ(t.state, t.id == "c" ? TaskState::done : TaskState::pending) << t.id;
   }
   EXPECT_EQ(store.load_tasks("other")[0].state, TaskState::failed);
-}
-
-// 2 models x 2 sizes: model a is half failed, model b all done but one pending.
-void seed_matrix(Store& store) {
-  store.ensure_tasks("m", {{"a1", R"({"model":"a","size":10})"},
-                           {"a2", R"({"model":"a","size":2})"},
-                           {"a3", R"({"model":"a","size":10})"},
-                           {"a4", R"({"model":"a","size":2})"},
-                           {"b1", R"({"model":"b","size":10})"},
-                           {"b2", R"({"model":"b","size":2})"},
-                           {"b3", R"({"model":"b","size":2})"}});
-  set_task(store, "a1", "failed", "timeout");
-  set_task(store, "a2", "failed", "timeout");
-  set_task(store, "a3", "done");
-  set_task(store, "a4", "failed", "rate_limited");
-  set_task(store, "b1", "done");
-  set_task(store, "b2", "done");
-}
-
-TEST_F(StoreTest, StatusGroupsByOneDim) {
-  Store store(path_, Store::Mode::read_write);
-  seed_matrix(store);
-  const json s = store.status("m", {"model"});
-  EXPECT_EQ(s["suite"], "m");
-  EXPECT_EQ(s["by"], json::array({"model"}));
-  ASSERT_EQ(s["groups"].size(), 2u);
-  const json& a = s["groups"][0];
-  EXPECT_EQ(a["key"], json({{"model", "a"}}));
-  EXPECT_EQ(a["total"], 4);
-  EXPECT_EQ(a["done"], 1);
-  EXPECT_EQ(a["failed"], 3);
-  EXPECT_EQ(a["pending"], 0);
-  EXPECT_DOUBLE_EQ(a["completion_rate"].get<double>(), 0.25);
-  EXPECT_DOUBLE_EQ(a["failure_rate"].get<double>(), 0.75);
-  EXPECT_EQ(a["failures_by_class"], json({{"timeout", 2}, {"rate_limited", 1}}));
-  const json& b = s["groups"][1];
-  EXPECT_EQ(b["key"], json({{"model", "b"}}));
-  EXPECT_EQ(b["total"], 3);
-  EXPECT_EQ(b["done"], 2);
-  EXPECT_EQ(b["pending"], 1);
-  EXPECT_DOUBLE_EQ(b["failure_rate"].get<double>(), 0.0);
-  EXPECT_EQ(b["failures_by_class"], json::object());
-
-  const json& overall = s["overall"];
-  EXPECT_FALSE(overall.contains("key"));
-  EXPECT_EQ(overall["total"], 7);
-  EXPECT_EQ(overall["done"], 3);
-  EXPECT_EQ(overall["failed"], 3);
-  EXPECT_EQ(overall["pending"], 1);
-  EXPECT_DOUBLE_EQ(overall["completion_rate"].get<double>(), 3.0 / 7.0);
-  EXPECT_EQ(overall["failures_by_class"], json({{"timeout", 2}, {"rate_limited", 1}}));
-}
-
-TEST_F(StoreTest, StatusGroupsByTwoDimsWithTypedKeysInKeyOrder) {
-  Store store(path_, Store::Mode::read_write);
-  seed_matrix(store);
-  const json s = store.status("m", {"model", "size"});
-  ASSERT_EQ(s["groups"].size(), 4u);
-  const std::vector<json> keys = {{{"model", "a"}, {"size", 2}},
-                                  {{"model", "a"}, {"size", 10}},
-                                  {{"model", "b"}, {"size", 2}},
-                                  {{"model", "b"}, {"size", 10}}};
-  for (size_t i = 0; i < keys.size(); ++i) {
-    EXPECT_EQ(s["groups"][i]["key"], keys[i]) << i;
-    // Integers stay integers, and sort as numbers (2 before 10).
-    EXPECT_TRUE(s["groups"][i]["key"]["size"].is_number_integer()) << i;
-  }
-  const json& a10 = s["groups"][1];
-  EXPECT_EQ(a10["total"], 2);
-  EXPECT_EQ(a10["failed"], 1);
-  EXPECT_EQ(a10["done"], 1);
-  EXPECT_EQ(a10["failures_by_class"], json({{"timeout", 1}}));
-  const json& a2 = s["groups"][0];
-  EXPECT_EQ(a2["failures_by_class"], json({{"timeout", 1}, {"rate_limited", 1}}));
-  EXPECT_DOUBLE_EQ(a2["failure_rate"].get<double>(), 1.0);
-  EXPECT_EQ(s["overall"]["total"], 7);
-}
-
-TEST_F(StoreTest, StatusKeepsJsonTypesApart) {
-  Store store(path_, Store::Mode::read_write);
-  store.ensure_tasks("t", {{"i", R"({"v":1})"},
-                           {"b", R"({"v":true})"},
-                           {"s", R"({"v":"1"})"},
-                           {"r", R"({"v":1.5})"},
-                           {"n", R"({"v":null})"},
-                           {"missing", R"({})"},
-                           {"o", R"({"v":{"x":[1,2]}})"}});
-  set_task(store, "n", "failed");  // no class recorded
-  const json s = store.status("t", {"v"});
-  std::vector<json> values;
-  for (const json& g : s["groups"]) values.push_back(g["key"]["v"]);
-  // null (explicit or missing) first, then numbers/booleans, then text.
-  ASSERT_EQ(values.size(), 6u) << s.dump();
-  EXPECT_TRUE(values[0].is_null());
-  EXPECT_EQ(s["groups"][0]["total"], 2);
-  EXPECT_EQ(s["groups"][0]["failures_by_class"], json({{"unknown", 1}}));
-  EXPECT_NE(std::find(values.begin(), values.end(), json(1)), values.end());
-  EXPECT_NE(std::find(values.begin(), values.end(), json(true)), values.end());
-  EXPECT_NE(std::find(values.begin(), values.end(), json("1")), values.end());
-  EXPECT_NE(std::find(values.begin(), values.end(), json(1.5)), values.end());
-  EXPECT_NE(std::find(values.begin(), values.end(), json({{"x", {1, 2}}})), values.end());
-  for (const json& v : values) {
-    if (v == json(1)) {
-      EXPECT_TRUE(v.is_number_integer());
-    }
-  }
-}
-
-TEST_F(StoreTest, StatusWithoutDimsIsOneGroupAndEmptySuiteHasZeroRates) {
-  Store store(path_, Store::Mode::read_write);
-  seed_matrix(store);
-  const json s = store.status("m", {});
-  ASSERT_EQ(s["groups"].size(), 1u);
-  EXPECT_EQ(s["groups"][0]["key"], json::object());
-  EXPECT_EQ(s["groups"][0]["total"], 7);
-
-  const json empty = store.status("nothing", {});
-  ASSERT_EQ(empty["groups"].size(), 1u);
-  EXPECT_EQ(empty["overall"]["total"], 0);
-  EXPECT_EQ(empty["overall"]["completion_rate"], 0.0);
-  EXPECT_EQ(empty["overall"]["failure_rate"], 0.0);
-  EXPECT_TRUE(store.status("nothing", {"model"})["groups"].empty());
-}
-
-TEST_F(StoreTest, StatusHandlesDimNamesWithQuotes) {
-  Store store(path_, Store::Mode::read_write);
-  // Names as a canonical JSON writer (nlohmann) spells them.
-  const std::vector<std::string> names = {"it's", "say \"hi\"", "a.b\"c[0]", "back\\slash",
-                                          "x') OR 1=1 --", "plain.dotted"};
-  std::vector<TaskSeed> seeds;
-  for (int i = 0; i < 4; ++i) {
-    json dims = json::object();
-    for (size_t n = 0; n < names.size(); ++n) dims[names[n]] = static_cast<int>(n) * 10 + i % 2;
-    seeds.push_back({"t" + std::to_string(i), dims.dump()});
-  }
-  store.ensure_tasks("q", seeds);
-  set_task(store, "t1", "failed", "timeout");
-  for (size_t n = 0; n < names.size(); ++n) {
-    const json s = store.status("q", {names[n]});
-    ASSERT_EQ(s["groups"].size(), 2u) << names[n] << ": " << s.dump();
-    EXPECT_EQ(s["groups"][0]["key"], json({{names[n], static_cast<int>(n) * 10}})) << names[n];
-    EXPECT_EQ(s["groups"][1]["key"], json({{names[n], static_cast<int>(n) * 10 + 1}}));
-    EXPECT_EQ(s["groups"][1]["failed"], 1);
-    EXPECT_EQ(s["groups"][0]["total"], 2);
-  }
-  // Two quoted names together.
-  const json both = store.status("q", {"say \"hi\"", "it's"});
-  EXPECT_EQ(both["groups"].size(), 2u);
-  EXPECT_EQ(both["groups"][1]["key"], json({{"say \"hi\"", 11}, {"it's", 1}}));
-  // The injection attempt above stayed a name: the table is intact.
-  EXPECT_EQ(store.load_tasks("q").size(), 4u);
 }
 
 TEST_F(StoreTest, ExportStreamsInInsertionOrderWithNullsAsEmpty) {
@@ -499,17 +350,19 @@ TEST_F(StoreTest, ReadOnlyStoreReadsWhileTheWriterWrites) {
   int64_t last_done = 0;
   int reads = 0;
   while (last_done < kTasks) {
-    const json s = reader.status("rw", {});
-    const int64_t done = s["overall"]["done"].get<int64_t>();
+    SQLite::Statement count(reader.db(), "SELECT count(*), sum(state = 'done') FROM tasks WHERE suite = 'rw'");
+    ASSERT_TRUE(count.executeStep());
+    const int64_t done = count.getColumn(1).getInt64();
     ASSERT_GE(done, last_done);
-    ASSERT_EQ(s["overall"]["total"], kTasks);
+    ASSERT_EQ(count.getColumn(0).getInt64(), kTasks);
     last_done = done;
     ++reads;
     if (reads > 100000) break;
   }
   producer.join();
   writer.flush();
-  EXPECT_EQ(reader.status("rw", {})["overall"]["done"], kTasks);
+  EXPECT_EQ(reader.db().execAndGet("SELECT count(*) FROM tasks WHERE suite = 'rw' AND state = 'done'").getInt64(),
+            kTasks);
   EXPECT_EQ(reader.load_tasks("rw").back().attempts, 1);
   EXPECT_GT(reads, 1);
   EXPECT_TRUE(reader.integrity_ok());

@@ -166,7 +166,9 @@ TEST(ExampleWorkflows, DailyMaintainsWritesItsReportAndARetestScriptAndExitsZero
   EXPECT_TRUE(st.st_mode & S_IXUSR);
   std::string text = read_file(script_path);
   EXPECT_EQ(text.rfind("#!/bin/sh\n", 0), 0u) << text;
-  EXPECT_TRUE(has(text, "'" SHEPHERD_BIN "' run '" + suite + "' --db '" + db + "' --where 'model=m-c' --retry-failed\n")) << text;
+  // m-c's failures are of a class the retry policy does not retry: the line
+  // runs its pending tasks only, as maintain would.
+  EXPECT_TRUE(has(text, "'" SHEPHERD_BIN "' run '" + suite + "' --db '" + db + "' --where 'model=m-c'\n")) << text;
   EXPECT_FALSE(has(text, "model=m-a")) << text;
   EXPECT_FALSE(has(text, "model=m-d")) << text;
 }

@@ -1,5 +1,6 @@
 #include "harness.h"
 
+#include <cstring>
 #include <curl/curl.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -290,6 +291,12 @@ std::map<std::string, nlohmann::json> export_by_dims(const std::string& suite, c
   std::map<std::string, nlohmann::json> out;
   for (auto& row : parse_jsonl(r.out)) out[row["dims"].dump()] = row;
   return out;
+}
+
+long number_arg(int argc, char** argv, const char* name, long fallback) {
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::strcmp(argv[i], name) == 0) return std::stol(argv[i + 1]);
+  return fallback;
 }
 
 }  // namespace e2e

@@ -96,7 +96,10 @@ struct SuiteSpec {
 
 SuiteSpec suite_at(const std::string& base_url);
 
-std::map<std::string, std::string> key_env(int keys);  // E2E_KEY_i = e2e-secret-value-i
+std::map<std::string, std::string> key_env(int keys);
+
+// A benchmark's `--name N` argument, or `fallback`.
+long number_arg(int argc, char** argv, const char* name, long fallback);  // E2E_KEY_i = e2e-secret-value-i
 
 std::string http_get(const std::string& url);
 std::string read_file(const std::string& path);

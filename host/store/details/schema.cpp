@@ -28,7 +28,7 @@ struct Migration {
 };
 
 // Append-only: a released step is never edited, a change is a new step.
-constexpr std::array<Migration, 3> kMigrations = {{
+constexpr std::array<Migration, 4> kMigrations = {{
     {1, R"sql(
 CREATE TABLE meta(
   key   TEXT PRIMARY KEY,
@@ -121,6 +121,19 @@ ALTER TABLE attempts ADD COLUMN conversation INTEGER;
 ALTER TABLE tasks ADD COLUMN turns INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE tasks ADD COLUMN conversation INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE tasks ADD COLUMN transcript TEXT;
+)sql"},
+    // v4: which run sent the request a task's request_hash describes (the
+    // suite version it came from: answers of the current version are not
+    // stale without asking the suite again); what status reads of every
+    // task, in an index that covers it (a scan of a million tasks never
+    // reads their answers); model_mismatch attempts found without reading
+    // every attempt; failed attempts by time (alert windows, error statistics).
+    {4, R"sql(
+ALTER TABLE tasks ADD COLUMN request_run INTEGER;
+CREATE INDEX tasks_census ON tasks(suite, seq, id, state, last_class, attempts, turns, updated_at, request_hash,
+                                   request_run);
+CREATE INDEX attempts_by_class ON attempts(class);
+CREATE INDEX attempts_by_ended_at ON attempts(ended_at);
 )sql"},
 }};
 

@@ -24,6 +24,7 @@ if not valid then
   return 2
 end
 
+-- A group's values, model first (a task row carries its cell's label, as logs write it).
 local function label(cell)
   local keys = {}
   for k in pairs(cell) do keys[#keys + 1] = k end
@@ -69,24 +70,26 @@ if by then
 end
 
 local list = {}
-for _, state in ipairs{ "pending", "failed", "stale" } do
-  local iter, tcode, tmessage = s:tasks{ state = state, where = where }
-  if not iter then
-    io.stderr:write("shepherd: error ", tcode, ": ", tmessage, "\n")
-    return 1
-  end
-  for t in iter do
-    list[#list + 1] = { task = t.id, cell = t.cell, state = state, attempts = t.attempts, class = t.class,
-                        error = t.error }
+local iter, tcode, tmessage = s:tasks{ state = { "pending", "failed", "stale" }, where = where }
+if not iter then
+  io.stderr:write("shepherd: error ", tcode, ": ", tmessage, "\n")
+  return 1
+end
+-- Printed as they come: a million-task store may list a hundred thousand.
+local n = 0
+for t in iter do
+  n = n + 1
+  local state = t.stale and "stale" or t.state
+  if opts.json then
+    list[n] = { task = t.id, cell = t.cell, state = state, attempts = t.attempts, class = t.class, error = t.error }
+  else
+    local err = t.error and (t.error.code .. ": " .. (t.error.message or "")) or ""
+    print(string.format("%-40s %-7s %3d attempts  %-16s %s", t.label, state, t.attempts, t.class or "-", err))
   end
 end
 if opts.json then
-  print(shepherd.json.encode{ suite = s:name(), count = #list, tasks = shepherd.json.array(list) })
+  print(shepherd.json.encode{ suite = s:name(), count = n, tasks = shepherd.json.array(list) })
   return 0
 end
-for _, t in ipairs(list) do
-  local err = t.error and (t.error.code .. ": " .. (t.error.message or "")) or ""
-  print(string.format("%-40s %-7s %3d attempts  %-16s %s", label(t.cell), t.state, t.attempts, t.class or "-", err))
-end
-io.stderr:write(#list, " tasks not done\n")
+io.stderr:write(n, " tasks not done\n")
 return 0
