@@ -232,7 +232,9 @@ TEST(Streaming, KeepAliveCommentsKeepASlowStreamAlive) {
     EXPECT_EQ(a.transport, "stall");
     EXPECT_EQ(a.cls, "timeout");
     EXPECT_GE(a.latency_ms, 500 * 0.9);
-    EXPECT_LE(a.latency_ms, 500 * 1.1 + 20) << "the first chunk comes at once, the second never in time";
+    // Cut at the stall (500 ms), well before the second chunk (700 ms); the
+    // margin absorbs a loaded 2-core machine (579 ms seen with builds running).
+    EXPECT_LE(a.latency_ms, 640) << "the first chunk comes at once, the second never in time";
   }
 }
 
