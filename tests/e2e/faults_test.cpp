@@ -1,4 +1,6 @@
 // Every fault the mock can inject, classified, retried and recorded.
+#include <sstream>
+
 #include <gtest/gtest.h>
 
 #include "harness.h"
@@ -75,6 +77,20 @@ TEST(Faults, WrongModelIsNeverASuccess) {
   }
   auto st = nlohmann::json::parse(shepherd({"status", suite, "--db", dir.file("s.db"), "--json"}).out);
   EXPECT_EQ(st["overall"]["failures_by_class"]["model_mismatch"], 2);
+  // Every attempt the 72b answered is counted, not only the final class.
+  EXPECT_EQ(st["overall"]["model_mismatch"], 8);
+  EXPECT_EQ(st["groups"][0]["model_mismatch"], 8);
+  std::string human = shepherd({"status", suite, "--db", dir.file("s.db")}).out;
+  std::istringstream lines(human);
+  std::string header, row;
+  std::getline(lines, header);  // "suite … store …"
+  std::getline(lines, header);
+  std::getline(lines, row);
+  EXPECT_NE(header.find("mismatch"), std::string::npos) << human;
+  // The mismatch column's value sits under its header.
+  const size_t at = header.find("mismatch");
+  ASSERT_NE(at, std::string::npos);
+  EXPECT_EQ(row.substr(at, 1), "8") << human;
 }
 
 TEST(Faults, RejectedKeyIsNotUsedAgain) {
