@@ -66,6 +66,7 @@ int cmd_run(const GlobalOptions& g, const RunArgs& a) {
   Where::parse(Matrix(suite.dims), a.where);
   options.where = a.where;
   options.grace_ms = a.grace_ms;
+  if (!a.results.empty()) options.results_path = std::filesystem::absolute(a.results).lexically_normal().string();
   options.live_progress = !a.no_progress && !g.quiet && isatty(STDERR_FILENO);
   RunReport r = run_suite(suite, options);
 

@@ -32,6 +32,7 @@ struct RunArgs {
   long grace_ms = 5000;
   bool no_progress = false;
   std::vector<std::string> where;  // dim=value[,value…], repeatable
+  std::string results;  // --results FILE.jsonl: a line per finished task, appended
 };
 int cmd_run(const GlobalOptions& g, const RunArgs& a);
 
@@ -46,7 +47,7 @@ int cmd_status(const GlobalOptions& g, const StatusArgs& a);
 struct ExportArgs {
   std::string suite;
   std::string db;
-  std::string format;  // jsonl | csv
+  std::string format;  // jsonl | csv | openai-batch | files
   std::string out;     // empty: stdout
   bool transcripts = false;  // each conversation's messages too
   std::vector<std::string> where;

@@ -97,6 +97,9 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--where", run.where, where_help);
 
   StatusArgs status;
+  run_cmd->add_option("--results", run.results,
+                      "Append one JSON line per finished task to FILE as it finishes (the export's fields)")
+      ->type_name("FILE.jsonl");
   auto* status_cmd = app.add_subcommand("status", "Completion and failures per group");
   status_cmd->add_option("suite", status.suite, "Suite file (Lua)")->required();
   status_cmd->add_option("--db", status.db, "Store path");
@@ -107,7 +110,11 @@ int main(int argc, char** argv) {
   auto* export_cmd = app.add_subcommand("export", "One record per task, as JSON lines or CSV");
   export_cmd->add_option("suite", exp.suite, "Suite file (Lua)")->required();
   export_cmd->add_option("--db", exp.db, "Store path");
-  export_cmd->add_option("--format", exp.format, "jsonl or csv")->required()->check(CLI::IsMember({"jsonl", "csv"}));
+  export_cmd
+      ->add_option("--format", exp.format,
+                   "jsonl, csv, openai-batch (Batch API output lines) or files (every done task's outputs file again)")
+      ->required()
+      ->check(CLI::IsMember({"jsonl", "csv", "openai-batch", "files"}));
   export_cmd->add_option("--out", exp.out, "Output file (default: stdout)");
   export_cmd->add_option("--where", exp.where, where_help);
   export_cmd->add_flag("--transcripts", exp.transcripts,

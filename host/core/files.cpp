@@ -21,7 +21,10 @@ namespace {
 }  // namespace
 
 void write_file_atomically(const std::string& path, const std::string& content) {
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  // Hidden and named apart (".NAME.tmp-PID"): a temporary file left by a
+  // crash is never taken for the file itself by a glob over the folder.
+  std::filesystem::path p(path);
+  std::string tmp = (p.parent_path() / ("." + p.filename().string() + ".tmp-" + std::to_string(::getpid()))).string();
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) fail(path, "open", errno);
   size_t done = 0;

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <functional>
+#include <optional>
 #include <queue>
 #include <unordered_set>
 #include <condition_variable>
@@ -24,8 +25,11 @@
 #include "engine/run_context.h"
 #include "engine/task_worker.h"
 #include "http/http_client.h"
+#include "outputs/output_writer.h"
+#include "outputs/results_log.h"
 #include "policy/policy_watcher.h"
 #include "store/store.h"
+#include "store/export_format.h"
 #include "store/store_lock.h"
 #include "store/turn_log.h"
 #include "suite/where.h"
@@ -94,7 +98,12 @@ class Run {
   void follow(TaskWorker& worker, uint32_t index, ConversationStep&& step);
   void expire_conversations(TaskWorker& worker, WorkerState& state);
   void restart_conversation(TaskWorker& worker, uint32_t index);
-  void finish_conversation(uint32_t index, TaskResultRecord&& result);
+  void finish_conversation(TaskWorker& worker, uint32_t index, TaskResultRecord&& result);
+  // A task is done or failed, its record pushed: its output file (outputs)
+  // and its --results line follow the record's commit. Called only when
+  // follows_finish(): a run with neither pays nothing.
+  bool follows_finish() const { return results_ != nullptr || suite_.has_outputs; }
+  void task_finished(TaskWorker& worker, const TaskRuntime& t, ExportRow&& row);
   void count_for_alerts(const std::string& cls, const std::string& code);  // a failed attempt
   std::string label(const TaskRuntime& t) const;  // for logs: the cell, and the id
   void report_reload(const PolicyWatcher::Result& result);  // log and event
@@ -119,7 +128,40 @@ class Run {
   std::unique_ptr<WebhookSender> webhook_;   // where a fired alert is posted, if anywhere
   std::atomic<uint64_t> turns_sent_{0};
   std::atomic<uint64_t> turns_replayed_{0};
+  std::unique_ptr<ResultsLog> results_;  // --results
 };
+
+// A finished task as the export shows it, from the record that finishes it.
+ExportRow finished_row(const Matrix& matrix, const TaskRuntime& t, const AttemptRecord& rec) {
+  ExportRow row;
+  row.task = rec.task_id;
+  row.dims_json = matrix.cell(t.ordinal).dump();
+  row.state = rec.task_state;
+  row.model = rec.model_answered;
+  row.content = rec.content;
+  row.attempts = rec.task_attempts;
+  row.error_code = rec.error_code;
+  row.error_message = rec.error_message;
+  row.latency_ms = rec.latency_ms;
+  row.usage_json = rec.usage_json;
+  return row;
+}
+
+ExportRow finished_row(const Matrix& matrix, const TaskRuntime& t, const TaskResultRecord& result) {
+  ExportRow row;
+  row.task = result.task_id;
+  row.dims_json = matrix.cell(t.ordinal).dump();
+  row.state = result.state;
+  row.model = result.model;
+  row.content = result.content;
+  row.attempts = t.attempts_total;
+  row.error_code = result.error_code;
+  row.error_message = result.error_message;
+  row.latency_ms = result.latency_ms;
+  row.usage_json = result.usage_json;
+  row.turns = result.turns;
+  return row;
+}
 
 void Run::build_pool() {
   // Slots: every key of every provider, for each model that provider serves.
@@ -314,7 +356,11 @@ void Run::launch(TaskWorker& worker) {
     }
     if (!built) {
       spdlog::warn("task {}: {}", label(t), error);
-      writer_->push(worker.unsent_failure(t, codes::REQUEST_BUILD_FAILED, error));
+      AttemptRecord failure = worker.unsent_failure(t, codes::REQUEST_BUILD_FAILED, error);
+      std::optional<ExportRow> finished;
+      if (follows_finish() && !t.conversation) finished = finished_row(matrix_, t, failure);
+      writer_->push(std::move(failure));
+      if (finished) task_finished(worker, t, std::move(*finished));
       dispatcher_->release(t.slot);
       dispatcher_->finish(index, TaskState::failed);
       continue;
@@ -334,7 +380,7 @@ void Run::handle(TaskWorker& worker, WorkerState& state, HttpResponse& r) {
     dispatcher_->release(t.slot, t.tokens_reserved);
     if (t.conversation && SteadyClock::now() >= worker.conversations().deadline(index)) {
       dispatcher_->turn_answered(index);  // the deadline cancelled it: the task ends here
-      finish_conversation(index, worker.conversations().stop(index, codes::TASK_TIMEOUT,
+      finish_conversation(worker, index, worker.conversations().stop(index, codes::TASK_TIMEOUT,
                                                              "the task ran past conversation.task_timeout_ms (" +
                                                                  std::to_string(suite_.conversation.task_timeout_ms) +
                                                                  " ms); its turn " + std::to_string(t.turn) +
@@ -375,9 +421,14 @@ void Run::handle(TaskWorker& worker, WorkerState& state, HttpResponse& r) {
   std::string code = rec.error_code, message = rec.error_message;
   if (alerts_ && out.kind != AttemptOutcome::Kind::done) count_for_alerts(cls, code);
   TurnFacts facts{rec.latency_ms, rec.prompt_tokens, rec.completion_tokens, rec.model_answered};
+  std::optional<ExportRow> finished;
+  if (follows_finish() && !t.conversation && rec.task_state != TaskState::pending) {
+    finished = finished_row(matrix_, t, rec);
+  }
   // The record is queued before the task can move on, so a later attempt's
   // record can never be committed before this one.
   writer_->push(std::move(out.record));
+  if (finished) task_finished(worker, t, std::move(*finished));
 
   TimePoint now = SteadyClock::now();
   for (const PoolEvent& e : dispatcher_->slot_result(t.slot, out.feedback, t.tokens_reserved, now)) {
@@ -402,7 +453,7 @@ void Run::handle(TaskWorker& worker, WorkerState& state, HttpResponse& r) {
       // Retry delays count toward a conversation's deadline.
       if (t.conversation && now + Millis(out.delay_ms) >= conversations.deadline(index)) {
         dispatcher_->turn_answered(index);
-        finish_conversation(index, conversations.stop(index, codes::TASK_TIMEOUT,
+        finish_conversation(worker, index, conversations.stop(index, codes::TASK_TIMEOUT,
                                                       "turn " + std::to_string(t.turn) + " failed (" + message +
                                                           ") and its retry in " + std::to_string(out.delay_ms) +
                                                           " ms would pass conversation.task_timeout_ms"));
@@ -449,7 +500,7 @@ std::string Run::label(const TaskRuntime& t) const {
   return matrix_.label(t.ordinal) + " (" + t.id.substr(0, 12) + ")";
 }
 
-void Run::finish_conversation(uint32_t index, TaskResultRecord&& result) {
+void Run::finish_conversation(TaskWorker& worker, uint32_t index, TaskResultRecord&& result) {
   TaskRuntime& t = dispatcher_->task(index);
   TaskState state = result.state;
   result.run_id = ctx_.run_id;
@@ -459,14 +510,63 @@ void Run::finish_conversation(uint32_t index, TaskResultRecord&& result) {
   } else if (spdlog::should_log(spdlog::level::debug)) {
     spdlog::debug("task {} done in {} turns", label(t), result.turns);
   }
+  std::optional<ExportRow> finished;
+  if (follows_finish()) finished = finished_row(matrix_, t, result);
   writer_->push(std::move(result));
+  if (finished) task_finished(worker, t, std::move(*finished));
   dispatcher_->finish(index, state);
+}
+
+void Run::task_finished(TaskWorker& worker, const TaskRuntime& t, ExportRow&& row) {
+  // path(cell) and write(cell, result) run here, on the worker's own state;
+  // the file is written by the writer's thread once the result is committed,
+  // so an output never exists for a result the store lacks, and `export
+  // --format files` can always write it again.
+  std::optional<OutputFile> file;
+  if (suite_.has_outputs && row.state == TaskState::done) {
+    OutputFile made;
+    std::string error;
+    bool ok = false;
+    try {
+      ok = render_output(worker.suite_runtime(), t.ordinal, output_result_of(row), made, error);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    if (ok) {
+      // The stored content is scrubbed of key values; so is its file.
+      if (auto redactor = Redactor::current(); !redactor->empty()) redactor->scrub(made.text);
+      file = std::move(made);
+    } else {
+      // The task stays done (its answer is stored): only its file is missing,
+      // and `export --format files` writes it once the suite is fixed.
+      spdlog::error("task {}: no output written: {}", label(t), error);
+      writer_->push(EventRecord{ctx_.run_id, unix_now(), "output_failed",
+                                safe_dump({{"task", t.id}, {"cell", matrix_.label(t.ordinal)}, {"error", error}})});
+    }
+  }
+  std::optional<nlohmann::json> line;
+  if (results_) line = export_record(row, false);
+  if (!file && !line) return;
+  Writer* writer = writer_.get();
+  writer->after_commit([this, writer, file = std::move(file), line = std::move(line), id = t.id,
+                        cell = matrix_.label(t.ordinal)] {
+    if (file) {
+      try {
+        write_output(*file);
+      } catch (const std::exception& e) {
+        spdlog::error("task {} ({}): no output written: {}", cell, id.substr(0, 12), e.what());
+        writer->push(EventRecord{ctx_.run_id, unix_now(), "output_failed",
+                                 safe_dump({{"task", id}, {"cell", cell}, {"error", e.what()}})});
+      }
+    }
+    if (line) results_->append(*line);
+  });
 }
 
 void Run::follow(TaskWorker& worker, uint32_t index, ConversationStep&& step) {
   if (step.replayed > 0) turns_replayed_.fetch_add(static_cast<uint64_t>(step.replayed), std::memory_order_relaxed);
   if (step.kind == ConversationStep::Kind::finished) {
-    finish_conversation(index, std::move(step.result));
+    finish_conversation(worker, index, std::move(step.result));
     return;
   }
   TaskRuntime& t = dispatcher_->task(index);
@@ -548,7 +648,7 @@ void Run::expire_conversations(TaskWorker& worker, WorkerState& state) {
     if (!conversations.is_open(index) || conversations.deadline(index) != at) continue;  // ended or begun again
     if (dispatcher_->withdraw(index)) {
       TaskRuntime& t = dispatcher_->task(index);
-      finish_conversation(index, conversations.stop(index, codes::TASK_TIMEOUT,
+      finish_conversation(worker, index, conversations.stop(index, codes::TASK_TIMEOUT,
                                                     "the task ran past conversation.task_timeout_ms (" +
                                                         std::to_string(suite_.conversation.task_timeout_ms) +
                                                         " ms) while turn " + std::to_string(t.turn) + " waited"));
@@ -620,6 +720,7 @@ RunReport Run::execute() {
   report.db_path = options_.db_path;
   StoreLock lock(options_.db_path);
   Store store(options_.db_path, Store::Mode::read_write);
+  if (!options_.results_path.empty()) results_ = std::make_unique<ResultsLog>(options_.results_path);
   ctx_.suite = &suite_;
   ctx_.matrix = &matrix_;
   registry_ = std::make_unique<PolicyRegistry>(PolicySources::for_suite(suite_));
@@ -644,6 +745,12 @@ RunReport Run::execute() {
   for (const auto& k : ctx_.keys) key_ids.push_back(k.key_id);
   if (suite_.has_key_for) affinity = [&](uint64_t ordinal) { return workers[0]->preferred_key(ordinal, key_ids); };
   plan(store, report, affinity, [&](uint64_t ordinal) { return workers[0]->current_request_hash(ordinal); });
+  if (suite_.has_outputs) {
+    // A run killed between a commit and its file leaves a done task without
+    // its output: written here, from the store, before anything is sent.
+    OutputCounts o = write_stored_outputs(store, workers[0]->suite_runtime(), /*only_missing=*/true);
+    if (o.written > 0) spdlog::info("{} outputs of done tasks were missing: written from the store", o.written);
+  }
   auto counters = dispatcher_->counters();
   spdlog::info("run {} of suite {} ({}): {} tasks, {} already done, {} failed; policies {}; store {}",
                report.run_id, suite_.name, suite_.path, counters.total, counters.done, counters.failed,

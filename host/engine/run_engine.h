@@ -30,6 +30,7 @@ struct RunOptions {
   std::vector<std::string> only_tasks;  // non-empty: only these task ids (within the slice)
   long grace_ms = 5000;       // after SIGINT/SIGTERM: how long in-flight requests may finish
   bool live_progress = false;
+  std::string results_path;   // non-empty: a JSON line per finished task is appended here (outputs/results_log.h)
 };
 
 struct RunReport {

@@ -398,6 +398,21 @@ nlohmann::json Store::attempts(const std::string& task_id) {
   });
 }
 
+Store::LastAttempt Store::last_attempt(const std::string& task_id) {
+  return details::guard(codes::IO_ERROR, db_->getFilename(), "read attempts", [&] {
+    SQLite::Statement query(*db_, "SELECT n, run, http_status, response FROM attempts WHERE task = ? ORDER BY id DESC LIMIT 1");
+    query.bind(1, task_id);
+    LastAttempt out;
+    if (query.executeStep()) {
+      out.n = query.getColumn(0).getInt();
+      out.run = query.getColumn(1).isNull() ? 0 : query.getColumn(1).getInt64();
+      out.http_status = query.getColumn(2).isNull() ? 0 : static_cast<long>(query.getColumn(2).getInt64());
+      details::read_text(out.response, query.getColumn(3));
+    }
+    return out;
+  });
+}
+
 int Store::reset_matching(const std::string& suite, const std::string& state, const std::vector<std::string>& classes) {
   return details::guard(codes::STORE_WRITE_FAILED, db_->getFilename(), "reset tasks", [&] {
     // Within the view (limit_to): their attempts stay as history; a

@@ -107,6 +107,16 @@ class Store {
   // Every attempt of a task, oldest first, every column by name.
   nlohmann::json attempts(const std::string& task_id);
 
+  // The task's latest attempt with its raw response (`export --format
+  // openai-batch`); n = 0 when it has none.
+  struct LastAttempt {
+    int n = 0;
+    int64_t run = 0;
+    long http_status = 0;
+    std::string response;
+  };
+  LastAttempt last_attempt(const std::string& task_id);
+
   // Tasks in view in `state` (and whose last class is one of `classes`,
   // when given) go back to pending, their history kept; returns how many.
   int reset_matching(const std::string& suite, const std::string& state, const std::vector<std::string>& classes);

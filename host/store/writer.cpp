@@ -13,6 +13,8 @@
 #include <SQLiteCpp/Transaction.h>
 #include <sqlite3.h>
 
+#include <spdlog/spdlog.h>
+
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/redactor.h"
@@ -22,7 +24,12 @@
 namespace shepherd {
 namespace {
 
-using Record = std::variant<AttemptRecord, TaskResultRecord, TaskStateRecord, EventRecord>;
+// Not stored: run after the transaction holding everything before it commits.
+struct AfterCommit {
+  std::function<void()> action;
+};
+
+using Record = std::variant<AttemptRecord, TaskResultRecord, TaskStateRecord, EventRecord, AfterCommit>;
 
 template <class... F>
 struct overloaded : F... {
@@ -90,6 +97,7 @@ void redact(EventRecord& r, const Redactor& redactor) {
   redactor.scrub(r.kind);
   redactor.scrub(r.detail_json);
 }
+void redact(AfterCommit&, const Redactor&) {}  // its maker scrubs what it writes
 
 }  // namespace
 
@@ -181,7 +189,8 @@ class Writer::Impl {
         fail(e, batch);
         return;
       }
-      const uint64_t n = batch.size();
+      if (actions_ > 0) run_actions(batch);
+      const uint64_t n = batch.size() - actions_;  // records only
       batch.clear();
       {
         std::lock_guard lock(mutex_);
@@ -190,6 +199,19 @@ class Writer::Impl {
       }
       committed_cv_.notify_all();
       checkpoint_if_due();
+    }
+  }
+
+  // In push order, after the commit: a failing action never stops the writer.
+  void run_actions(const std::vector<Record>& batch) {
+    for (const Record& record : batch) {
+      const auto* after = std::get_if<AfterCommit>(&record);
+      if (after == nullptr || !after->action) continue;
+      try {
+        after->action();
+      } catch (const std::exception& e) {
+        spdlog::error("after a commit: {}", e.what());
+      }
     }
   }
 
@@ -209,6 +231,7 @@ class Writer::Impl {
 
   // Group commit: every record taken from the queue, one transaction.
   void commit(const std::vector<Record>& batch) {
+    actions_ = 0;
     SQLite::Transaction transaction(*db_, SQLite::TransactionBehavior::IMMEDIATE);
     const double now = unix_now();  // one stamp per commit: updated_at = commit time
     for (const Record& record : batch) {
@@ -217,6 +240,7 @@ class Writer::Impl {
                      [&](const TaskResultRecord& r) { write(r, now); },
                      [&](const TaskStateRecord& r) { write(r, now); },
                      [&](const EventRecord& r) { write(r); },
+                     [&](const AfterCommit&) { ++actions_; },
                  },
                  record);
     }
@@ -337,6 +361,7 @@ class Writer::Impl {
 
   template <class R>
   void count_lost(const R&) {
+    if constexpr (std::is_same_v<R, AfterCommit>) return;  // not a record
     ++records_lost_;
     if constexpr (std::is_same_v<R, AttemptRecord>) ++attempts_lost_;
   }
@@ -393,6 +418,7 @@ class Writer::Impl {
   uint64_t records_lost_ = 0;
   std::atomic<uint64_t> committed_{0};
   int wal_frames_ = 0;  // WAL size after the last commit; writer thread only
+  size_t actions_ = 0;  // after-commit actions in the batch being committed; writer thread only
   std::thread thread_;
 };
 
@@ -404,6 +430,7 @@ void Writer::push(AttemptRecord&& record) { impl_->push(std::move(record)); }
 void Writer::push(TaskResultRecord&& record) { impl_->push(std::move(record)); }
 void Writer::push(TaskStateRecord&& record) { impl_->push(std::move(record)); }
 void Writer::push(EventRecord&& record) { impl_->push(std::move(record)); }
+void Writer::after_commit(std::function<void()> action) { impl_->push(AfterCommit{std::move(action)}); }
 
 void Writer::flush() { impl_->flush(); }
 uint64_t Writer::committed() const { return impl_->committed(); }

@@ -29,6 +29,11 @@ class Writer {
   void push(TaskStateRecord&& record);
   void push(EventRecord&& record);
 
+  // Runs `action` on the writer's thread once everything pushed before it is
+  // committed (never when that commit fails): what must follow durability,
+  // such as a task's output file. An action that throws is logged and skipped.
+  void after_commit(std::function<void()> action);
+
   // Blocks until everything pushed before the call is committed.
   void flush();
 

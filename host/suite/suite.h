@@ -166,6 +166,10 @@ struct Suite {
   ConversationSpec conversation;
   bool has_check = false;
   bool has_key_for = false;  // key_for(cell, keys): a preferred key per task
+  // outputs = { path = function(cell), write = function(cell, result) }: one
+  // file per done task (host/outputs/). write is optional.
+  bool has_outputs = false;
+  bool has_output_write = false;
   RetryConfig retry;
   MaintainConfig maintain;
   AlertSpec alerts;

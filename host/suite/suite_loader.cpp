@@ -610,6 +610,24 @@ void read_policies(const SuiteReader& r, lua_State* L, int idx, Suite& suite) {
   }
 }
 
+// outputs = { path = function(cell), write = function(cell, result) }: the
+// functions run per done task on the workers' states (host/outputs/).
+void read_outputs(const SuiteReader& r, lua_State* L, int idx, Suite& suite) {
+  if (lua_isnil(L, idx)) return;
+  Path p{"outputs"};
+  r.expect(idx, LUA_TTABLE, p, "a table { path = function(cell), write = function(cell, result) }");
+  r.check_fields(idx, {"path", "write"}, p);
+  int path = r.get(idx, "path");
+  if (lua_isnil(L, path)) r.invalid({"outputs", "path"}, "required field is missing");
+  r.expect(path, LUA_TFUNCTION, {"outputs", "path"}, "a function(cell) returning the output file's path");
+  lua_pop(L, 1);
+  int write = r.get(idx, "write");
+  if (!lua_isnil(L, write)) r.expect(write, LUA_TFUNCTION, {"outputs", "write"}, "a function(cell, result) returning the file's text");
+  suite.has_output_write = !lua_isnil(L, write);
+  lua_pop(L, 1);
+  suite.has_outputs = true;
+}
+
 }  // namespace
 
 void push_suite_table(lua_State* L, const std::string& path, const std::string& dir, const std::string& source) {
@@ -671,7 +689,7 @@ Suite load_suite(const std::string& path, const SuiteLoadOptions& options) {
   int t = lua_gettop(L);
   SuiteReader r(L, suite);
   r.check_fields(t, {"name", "description", "providers", "matrix", "models", "request", "task", "conversation", "check", "key_for",
-                     "retry", "maintain", "policies", "alerts"}, {});
+                     "retry", "maintain", "policies", "alerts", "outputs"}, {});
 
   suite.name = r.string_field(t, "name", {}, true);
   static const std::regex name_re("[A-Za-z0-9][A-Za-z0-9_.-]*");
@@ -779,6 +797,9 @@ Suite load_suite(const std::string& path, const SuiteLoadOptions& options) {
   lua_pop(L, 1);
   int alerts = r.get(t, "alerts");
   read_alerts(r, L, alerts, suite.alerts);
+  lua_pop(L, 1);
+  int outputs = r.get(t, "outputs");
+  read_outputs(r, L, outputs, suite);
   lua_pop(L, 1);
   return suite;
 }

@@ -155,8 +155,8 @@ RunReport SuiteView::run(const SliceRun& slice) {
 
 void SuiteView::export_to(const std::string& format, const std::string& out_path, const nlohmann::json& where,
                           bool transcripts) {
-  if (format != "jsonl" && format != "csv") {
-    throw Error(codes::USAGE, "format must be jsonl or csv, not '" + format + "'", Stage::cli);
+  if (format != "jsonl" && format != "csv" && format != "openai-batch") {
+    throw Error(codes::USAGE, "format must be jsonl, csv or openai-batch, not '" + format + "'", Stage::cli);
   }
   Where w = where_of(suite_, where);
   Store store(db_path_, Store::Mode::read_only);
@@ -166,7 +166,9 @@ void SuiteView::export_to(const std::string& format, const std::string& out_path
   {
     std::ofstream file(tmp, std::ios::binary | std::ios::trunc);
     if (!file) throw Error(codes::IO_ERROR, "cannot write " + out_path, Stage::execution, {{"path", out_path}});
-    write_export(store, suite_.name, format, transcripts, file);
+    std::vector<std::string> dims;
+    for (const auto& d : suite_.dims) dims.push_back(d.name);
+    write_export(store, suite_.name, format, transcripts, file, dims, suite_.has_task);
   }
   std::error_code ec;
   fs::rename(tmp, out_path, ec);

@@ -62,7 +62,7 @@ TEST(Run, DemoSuiteRunsResumesAndExports) {
   Result csv = shepherd({"export", suite, "--format", "csv", "--out", dir.file("out.csv")});
   ASSERT_EQ(csv.exit_code, 0) << csv.err;
   std::string text = read_file(dir.file("out.csv"));
-  EXPECT_EQ(text.rfind("task,dims,state,model,content,attempts,turns,error,latency_ms,usage,stale\r\n", 0), 0u);
+  EXPECT_EQ(text.rfind("task,instance,model,prompt_type,state,result_model,content,attempts,turns,error,latency_ms,usage,stale\r\n", 0), 0u);
   EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 37);
 
   Result st = shepherd({"status", suite, "--by", "model,prompt_type", "--json"});

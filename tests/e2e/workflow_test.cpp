@@ -540,7 +540,7 @@ print(J{ jsonl = s:export{ format = "jsonl", out = shepherd.args[3], where = { m
   std::string text = read_file(csv);
   EXPECT_EQ(text, cli_csv.out);
   EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), kTasks + 1);
-  EXPECT_EQ(text.rfind("task,dims,state,model,content,attempts,turns,error,latency_ms,usage,stale", 0), 0u);
+  EXPECT_EQ(text.rfind("task,instance,model,prompt_type,rate,state,result_model,content,attempts,turns,error,latency_ms,usage,stale", 0), 0u);
   for (const auto& e : fs::directory_iterator(dir_.path())) {
     EXPECT_FALSE(has(e.path().filename().string(), ".tmp")) << "left behind: " << e.path();
   }
