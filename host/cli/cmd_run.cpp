@@ -23,7 +23,7 @@ std::string default_db_path(const std::string& suite_dir, const std::string& sui
 }
 
 std::vector<TaskSeed> cells_in_view(const Suite& suite, const std::vector<std::string>& where) {
-  return shepherd::cells_in_view(suite, Where::parse(Matrix(suite.dims), where));
+  return shepherd::cells_in_view(suite, Where::parse(Matrix(suite), where));
 }
 
 namespace {
@@ -63,7 +63,7 @@ int cmd_run(const GlobalOptions& g, const RunArgs& a) {
   options.retry_failed = a.retry_failed;
   options.rerun_stale = a.rerun_stale;
   // A mistyped slice is refused before the store, its lock or a run log is touched.
-  Where::parse(Matrix(suite.dims), a.where);
+  Where::parse(Matrix(suite), a.where);
   options.where = a.where;
   options.grace_ms = a.grace_ms;
   if (!a.results.empty()) options.results_path = std::filesystem::absolute(a.results).lexically_normal().string();

@@ -156,7 +156,7 @@ int cmd_status(const GlobalOptions& g, const StatusArgs& a) {
   auto by = split_dims(a.by, suite);
   std::string db = default_db_path(suite.dir, suite.name, a.db);
   Store store(db, Store::Mode::read_only);
-  TaskCensus census(suite, store, Where::parse(Matrix(suite.dims), a.where));
+  TaskCensus census(suite, store, Where::parse(Matrix(suite), a.where));
   nlohmann::json s = census.status(by);
   s["policy_versions"] = store.policy_versions(suite.name);
   s["keys"] = store.latest_event(suite.name, "pool");

@@ -77,7 +77,7 @@ struct WorkerState {
 
 class Run {
  public:
-  Run(const Suite& suite, const RunOptions& options) : suite_(suite), options_(options), matrix_(suite.dims) {}
+  Run(const Suite& suite, const RunOptions& options) : suite_(suite), options_(options), matrix_(suite) {}
 
   RunReport execute();
 
@@ -280,7 +280,11 @@ void Run::plan(Store& store, RunReport& report, const std::function<int(uint64_t
     t.attempts_total = s.attempts;
     t.conversation = suite_.has_task;
     t.conversation_no = std::max(1, s.conversation);
-    if (suite_.model_is_dimension) t.model = static_cast<int32_t>(matrix_.value_indices(i)[model_dim]);
+    if (!suite_.batch_file.empty()) {
+      t.model = suite_.batch_models[i];  // each line names its model
+    } else if (suite_.model_is_dimension) {
+      t.model = static_cast<int32_t>(matrix_.value_indices(i)[model_dim]);
+    }
     if (affinity) t.preferred_key = affinity(i);
     dispatcher_->add_task(std::move(t));
   }

@@ -9,6 +9,8 @@ namespace shepherd {
 void register_json_api(lua_State* L);
 void register_log_api(lua_State* L);
 void register_time_api(lua_State* L);
+// shepherd.files, shepherd.jsonl, shepherd.csv and shepherd.read: a suite's inputs.
+void register_inputs_api(lua_State* L);
 
 // Builds the `shepherd` table and sets it as a global.
 void register_shepherd_api(lua_State* L);

@@ -187,6 +187,14 @@ void push_sandbox_env(lua_State* L) {
   lua_getglobal(L, "shepherd");
   push_read_only(L, -1);
   lua_remove(L, -2);
+  // Inputs read files: a suite's business, never a policy's (policies do no I/O).
+  lua_getmetatable(L, -1);
+  lua_getfield(L, -1, "__index");
+  for (const char* name : {"files", "read", "jsonl", "csv"}) {
+    lua_pushnil(L);
+    lua_setfield(L, -2, name);
+  }
+  lua_pop(L, 2);
   lua_setfield(L, -2, "shepherd");
   lua_pushcfunction(L, safe_getmetatable);
   lua_setfield(L, -2, "getmetatable");

@@ -89,6 +89,12 @@ struct ProviderSpec {
 struct Dimension {
   std::string name;
   std::vector<nlohmann::json> values;  // in file order
+  // What a cell's task id hashes for each value instead of the value itself
+  // (a file's path, a record's id field); empty: the values themselves.
+  std::vector<nlohmann::json> identities;
+  // Where the values come from when the host read them (shepherd.jsonl/csv):
+  // the descriptor's canonical JSON; empty: the suite lists them itself.
+  std::string input;
   int source_line = 0;  // where the suite names it: logs show a cell's values in the file's order
 };
 
@@ -161,6 +167,13 @@ struct Suite {
   std::vector<ProviderSpec> providers;
   std::vector<Dimension> dims;  // sorted by name: the order never depends on the file
   bool model_is_dimension = false;
+  // batch_file = "requests.jsonl": one task per line of an OpenAI Batch API
+  // input file (or, batch_file_format = "cookbook", of plain request bodies).
+  // The matrix is then the one dimension `request` (each line); each task's
+  // model is its body's and must answer (a dimension, never switched).
+  std::string batch_file;             // absolute path; empty: the matrix makes the tasks
+  std::string batch_file_format;      // "openai" or "cookbook"
+  std::vector<int32_t> batch_models;  // per task (= line): its model's index in `models`
   std::vector<std::string> models;  // every model used: the matrix's or the resource list
   bool has_task = false;  // task(cell, llm): a conversation per task instead of request(cell)
   ConversationSpec conversation;
@@ -199,5 +212,9 @@ inline constexpr size_t kSuiteLoadMemory = size_t{2} << 30;
 // Its functions run without the JIT, so a CallLimit can stop them.
 void push_suite_table(lua_State* L, const std::string& path, const std::string& dir,
                       const std::string& source);
+
+// Whether the table at `index` is a dimension read by the host
+// (shepherd.jsonl/csv); `out` gets its descriptor {kind, path, id}.
+bool input_descriptor(lua_State* L, int index, nlohmann::json& out);
 
 }  // namespace shepherd

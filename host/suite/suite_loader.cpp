@@ -13,6 +13,7 @@
 #include "core/hash.h"
 #include "core/resources.h"
 #include "core/text.h"
+#include "inputs/record_reader.h"
 #include "lua/api.h"
 #include "lua/call_limit.h"
 #include "lua/lua_call.h"
@@ -460,6 +461,96 @@ ProviderSpec read_provider(const SuiteReader& r, lua_State* L, int idx, const st
   return spec;
 }
 
+// A dimension from shepherd.jsonl/csv: its descriptor (the list's metatable
+// field __shepherd_input) is expanded here, once; the records never enter Lua
+// while the suite loads. False when the list is a plain one.
+bool read_input_dimension(const SuiteReader& r, lua_State* L, int list, const Path& dp, Dimension& d) {
+  nlohmann::json descriptor;
+  if (!input_descriptor(L, list, descriptor)) return false;
+  const std::string kind = descriptor.value("kind", "");
+  const std::string file = descriptor.value("path", "");
+  const std::string id = descriptor.value("id", "");
+  InputRecords records;
+  try {
+    records = kind == "csv" ? read_csv(file, id) : read_jsonl(file, id);
+  } catch (const Error& e) {
+    r.invalid(dp, e.what());
+  }
+  d.values = std::move(records.values);
+  d.identities = std::move(records.identities);
+  d.input = descriptor.dump();
+  return true;
+}
+
+// batch_file = "requests.jsonl": the tasks are the file's lines, one
+// dimension `request`, each line's id its custom_id (or, cookbook format,
+// the line's canonical JSON). False when the suite has no batch_file.
+bool read_batch_suite(const SuiteReader& r, lua_State* L, int t, int matrix, Suite& suite) {
+  suite.batch_file = r.string_field(t, "batch_file", {}, false);
+  std::string format = r.string_field(t, "batch_file_format", {}, false, "openai");
+  if (suite.batch_file.empty()) {
+    raw_field(L, t, "batch_file_format");
+    bool given = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (given) r.invalid({"batch_file_format"}, "only with batch_file");
+    return false;
+  }
+  if (format != "openai" && format != "cookbook") r.invalid({"batch_file_format"}, "\"openai\" or \"cookbook\"");
+  if (!lua_isnil(L, matrix)) r.invalid({"matrix"}, "not with batch_file: each line of the file is a task");
+  for (const char* field : {"request", "task", "models"}) {
+    raw_field(L, t, field);
+    bool given = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (given) r.invalid({field}, "not with batch_file: each line is its own request and names its model");
+  }
+  fs::path file = fs::path(suite.batch_file).is_absolute() ? fs::path(suite.batch_file) : fs::path(suite.dir) / suite.batch_file;
+  suite.batch_file = file.lexically_normal().string();
+  suite.batch_file_format = format;
+  std::error_code ec;
+  if (!fs::is_regular_file(suite.batch_file, ec)) r.invalid({"batch_file"}, "no such file: " + suite.batch_file);
+  Dimension d;
+  d.name = "request";
+  try {
+    InputRecords records = read_batch_file(suite.batch_file, format);
+    d.values = std::move(records.values);
+    d.identities = std::move(records.identities);
+  } catch (const Error& e) {
+    r.invalid({"batch_file"}, e.what());
+  }
+  d.input = nlohmann::json{{"kind", "batch_file"}, {"path", suite.batch_file}, {"format", format}}.dump();
+  d.source_line = find_field_line(suite.source, {"batch_file"});
+  // Each body's model is its task's: the models, in first-seen order.
+  for (const auto& v : d.values) {
+    std::string model = batch_request_body(v, format)["model"].get<std::string>();
+    auto at = std::find(suite.models.begin(), suite.models.end(), model);
+    if (at == suite.models.end()) at = suite.models.insert(at, model);
+    suite.batch_models.push_back(static_cast<int32_t>(at - suite.models.begin()));
+  }
+  suite.dims.push_back(std::move(d));
+  return true;
+}
+
+// A list from shepherd.files: each value's identity is its `path` (the
+// metatable field __shepherd_identity names it), so a file's size may change
+// and its task keeps its id.
+void read_identities(const SuiteReader& r, lua_State* L, int list, const Path& dp, Dimension& d) {
+  if (!lua_getmetatable(L, list)) return;
+  lua_pushliteral(L, "__shepherd_identity");
+  lua_rawget(L, -2);
+  std::string field = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+  lua_pop(L, 2);
+  if (field.empty()) return;
+  std::set<std::string> seen;
+  for (size_t i = 0; i < d.values.size(); ++i) {
+    const auto& v = d.values[i];
+    Path vp = dp;
+    vp.push_back(std::to_string(i + 1));
+    if (!v.is_object() || !v.contains(field)) r.invalid(vp, "a record without its '" + field + "'");
+    if (!seen.insert(v[field].dump()).second) r.invalid(vp, "duplicate " + field + " " + v[field].dump());
+    d.identities.push_back(v[field]);
+  }
+}
+
 std::vector<Dimension> read_matrix(const SuiteReader& r, lua_State* L, int idx) {
   Path mp{"matrix"};
   if (lua_isnil(L, idx)) r.invalid(mp, "required field is missing");
@@ -473,6 +564,11 @@ std::vector<Dimension> read_matrix(const SuiteReader& r, lua_State* L, int idx) 
     Path dp{"matrix", d.name};
     int list = lua_gettop(L);
     r.expect(list, LUA_TTABLE, dp, "a list of values");
+    if (read_input_dimension(r, L, list, dp, d)) {
+      dims.push_back(std::move(d));
+      lua_pop(L, 1);
+      continue;
+    }
     size_t n = lua_objlen(L, list);
     if (n == 0) r.invalid(dp, "must list at least one value");
     std::set<std::string> seen;
@@ -489,6 +585,7 @@ std::vector<Dimension> read_matrix(const SuiteReader& r, lua_State* L, int idx) 
       d.values.push_back(std::move(value));
       lua_pop(L, 1);
     }
+    read_identities(r, L, list, dp, d);
     dims.push_back(std::move(d));
     lua_pop(L, 1);
   }
@@ -689,7 +786,7 @@ Suite load_suite(const std::string& path, const SuiteLoadOptions& options) {
   int t = lua_gettop(L);
   SuiteReader r(L, suite);
   r.check_fields(t, {"name", "description", "providers", "matrix", "models", "request", "task", "conversation", "check", "key_for",
-                     "retry", "maintain", "policies", "alerts", "outputs"}, {});
+                     "retry", "maintain", "policies", "alerts", "outputs", "batch_file", "batch_file_format"}, {});
 
   suite.name = r.string_field(t, "name", {}, true);
   static const std::regex name_re("[A-Za-z0-9][A-Za-z0-9_.-]*");
@@ -717,9 +814,11 @@ Suite load_suite(const std::string& path, const SuiteLoadOptions& options) {
             [](const auto& a, const auto& b) { return a.name < b.name; });
 
   int matrix = r.get(t, "matrix");
-  suite.dims = read_matrix(r, L, matrix);
+  const bool batch = read_batch_suite(r, L, t, matrix, suite);
+  if (!batch) suite.dims = read_matrix(r, L, matrix);
   lua_pop(L, 1);
-  for (auto& d : suite.dims) d.source_line = find_field_line(suite.source, {"matrix", d.name});
+  if (!batch)
+    for (auto& d : suite.dims) d.source_line = find_field_line(suite.source, {"matrix", d.name});
 
   auto served = [&](const std::string& model) {
     for (const auto& p : suite.providers)
@@ -727,8 +826,12 @@ Suite load_suite(const std::string& path, const SuiteLoadOptions& options) {
     return false;
   };
   auto model_dim = std::find_if(suite.dims.begin(), suite.dims.end(), [](const auto& d) { return d.name == "model"; });
-  suite.model_is_dimension = model_dim != suite.dims.end();
-  if (suite.model_is_dimension) {
+  suite.model_is_dimension = model_dim != suite.dims.end() || batch;
+  if (batch) {
+    for (const auto& model : suite.models) {
+      if (!served(model)) r.invalid({"batch_file"}, "model '" + model + "' (named in the file) is not in any provider's models");
+    }
+  } else if (suite.model_is_dimension) {
     raw_field(L, t, "models");
     if (!lua_isnil(L, -1)) {
       r.invalid({"models"}, "not allowed when the matrix has a 'model' dimension (each task names its model)");
@@ -759,7 +862,7 @@ Suite load_suite(const std::string& path, const SuiteLoadOptions& options) {
   int request = r.get(t, "request");
   int task = r.get(t, "task");
   suite.has_task = !lua_isnil(L, task);
-  if (lua_isnil(L, request) && !suite.has_task) {
+  if (lua_isnil(L, request) && !suite.has_task && !batch) {
     r.invalid({"request"}, "required field is missing (or give task(cell, llm) for a conversation)");
   }
   if (!lua_isnil(L, request) && suite.has_task) {
@@ -767,7 +870,7 @@ Suite load_suite(const std::string& path, const SuiteLoadOptions& options) {
   }
   if (suite.has_task) {
     r.expect(task, LUA_TFUNCTION, {"task"}, "a function(cell, llm) returning the task's result");
-  } else {
+  } else if (!batch) {
     r.expect(request, LUA_TFUNCTION, {"request"}, "a function(cell) returning the request body");
   }
   lua_pop(L, 2);

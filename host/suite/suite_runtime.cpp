@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/hash.h"
 #include "core/text.h"
+#include "inputs/record_reader.h"
 #include "lua/api.h"
 #include "lua/api_llm.h"
 #include "lua/call_limit.h"
@@ -43,6 +44,7 @@ void SuiteRuntime::push_function(const char* name) {
 void SuiteRuntime::verify_matrix() {
   // Cells are read from this state's own copy of the matrix by index: it must
   // be the very matrix the tasks were planned from.
+  if (!suite_.batch_file.empty()) return;  // no matrix in Lua: the host read the file once
   StackGuard guard(lua_);
   push_function("matrix");
   for (const auto& dim : matrix_.dims()) {
@@ -50,8 +52,14 @@ void SuiteRuntime::verify_matrix() {
     lua_rawget(lua_, -2);
     nlohmann::json values;
     std::string error;
-    bool same = lua_istable(lua_, -1) && try_to_json(lua_, lua_gettop(lua_), values, error) && values.is_array() &&
-                values.size() == dim.values.size() && std::equal(dim.values.begin(), dim.values.end(), values.begin());
+    bool same = false;
+    if (!dim.input.empty()) {
+      // Read by the host once: the same descriptor is the same matrix.
+      same = input_descriptor(lua_, lua_gettop(lua_), values) && values.dump() == dim.input;
+    } else {
+      same = lua_istable(lua_, -1) && try_to_json(lua_, lua_gettop(lua_), values, error) && values.is_array() &&
+             values.size() == dim.values.size() && std::equal(dim.values.begin(), dim.values.end(), values.begin());
+    }
     if (!same) {
       throw Error(codes::SUITE_INVALID,
                   suite_.path + ": matrix." + dim.name +
@@ -70,6 +78,12 @@ void SuiteRuntime::push_cell(uint64_t ordinal) {
   lua_createtable(lua_, 0, static_cast<int>(dims.size()));
   push_function("matrix");
   for (size_t i = 0; i < dims.size(); ++i) {
+    if (!dims[i].input.empty()) {
+      // Records the host read: this cell's one record becomes a table now.
+      push_json(lua_, dims[i].values[idx[i]]);
+      lua_setfield(lua_, -3, dims[i].name.c_str());
+      continue;
+    }
     lua_pushlstring(lua_, dims[i].name.data(), dims[i].name.size());
     lua_rawget(lua_, -2);
     lua_rawgeti(lua_, -1, static_cast<int>(idx[i]) + 1);
@@ -81,6 +95,7 @@ void SuiteRuntime::push_cell(uint64_t ordinal) {
 
 std::string SuiteRuntime::first_model(uint64_t ordinal) const {
   if (!suite_.model_is_dimension) return suite_.models.empty() ? std::string() : suite_.models.front();
+  if (!suite_.batch_file.empty()) return suite_.models[static_cast<size_t>(suite_.batch_models[ordinal])];
   const auto& dims = matrix_.dims();
   auto idx = matrix_.value_indices(ordinal);
   for (size_t d = 0; d < dims.size(); ++d)
@@ -93,7 +108,7 @@ bool SuiteRuntime::first_turn_body(uint64_t ordinal, nlohmann::json& body, std::
   lua_State* co = lua_newthread(lua_);  // anchored on the stack until the guard pops it
   push_function("task");
   push_cell(ordinal);
-  push_llm(lua_, co, LlmInit{task_id_for(suite_.name, matrix_.cell(ordinal)), 1, first_model(ordinal)});
+  push_llm(lua_, co, LlmInit{task_id_for(suite_.name, matrix_, ordinal), 1, first_model(ordinal)});
   lua_xmove(lua_, co, 3);
   int status = 0;
   {
@@ -120,6 +135,11 @@ bool SuiteRuntime::first_turn_body(uint64_t ordinal, nlohmann::json& body, std::
 
 bool SuiteRuntime::request_body(uint64_t ordinal, nlohmann::json& body, std::string& error) {
   if (suite_.has_task) return first_turn_body(ordinal, body, error);
+  if (!suite_.batch_file.empty()) {
+    // The line is the request, as the Batch API would send it.
+    body = batch_request_body(matrix_.dims()[0].values[ordinal], suite_.batch_file_format);
+    return true;
+  }
   StackGuard guard(lua_);
   push_function("request");
   push_cell(ordinal);
@@ -238,7 +258,7 @@ std::string request_hash(const nlohmann::json& body) {
 }
 
 void fill_request_hashes(const Suite& suite, std::vector<TaskSeed>& cells, const Where& where) {
-  Matrix matrix(suite.dims);
+  Matrix matrix(suite);
   SuiteRuntime runtime(suite, matrix);
   nlohmann::json body;
   std::string error;
@@ -252,7 +272,7 @@ std::vector<TaskSeed> cells_in_view(const Suite& suite, const Where& where) {
   std::vector<TaskSeed> cells = plan_cells(suite);
   fill_request_hashes(suite, cells, where);
   if (where.all()) return cells;
-  Matrix matrix(suite.dims);
+  Matrix matrix(suite);
   std::vector<TaskSeed> slice;
   for (uint64_t i = 0; i < cells.size(); ++i)
     if (where.matches(matrix, i)) slice.push_back(std::move(cells[i]));

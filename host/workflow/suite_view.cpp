@@ -28,7 +28,7 @@ namespace fs = std::filesystem;
 namespace {
 
 Where where_of(const Suite& suite, const nlohmann::json& where) {
-  return Where::from_json(Matrix(suite.dims), where);
+  return Where::from_json(Matrix(suite), where);
 }
 
 }  // namespace

@@ -95,7 +95,7 @@ std::vector<uint64_t> cell_id_numbers(const std::string& suite_name, const Matri
 }
 
 TaskCensus::TaskCensus(const Suite& suite, Store& store, const Where& where)
-    : suite_(suite), store_(store), matrix_(suite.dims) {
+    : suite_(suite), store_(store), matrix_(suite) {
   ids_ = cell_id_numbers(suite.name, matrix_);
   cells_.resize(ids_.size());
   for (uint64_t i = 0; i < cells_.size(); ++i) cells_[i].in_view = where.matches(matrix_, i);

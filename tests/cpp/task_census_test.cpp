@@ -89,6 +89,26 @@ TEST_F(TaskCensusTest, CellTextsAreTheCellsCanonicalJson) {
   }
 }
 
+TEST_F(TaskCensusTest, IdNumbersFollowValueIdentities) {
+  // Files and records with identities: the census's ids are the planner's.
+  std::ofstream(dir_ / "p.jsonl") << "{\"id\":\"x\",\"t\":1}\n{\"id\":\"y\",\"t\":2}\n";
+  fs::create_directories(dir_ / "in");
+  std::ofstream(dir_ / "in" / "a.c") << "a";
+  Suite s = load("    model = { 'm-a', 'm-b' },\n    p = shepherd.jsonl('p.jsonl', { id = 'id' }),\n"
+                 "    f = shepherd.files('in/*.c'),\n    n = { 1, 2 },\n");
+  Matrix m(s);
+  ASSERT_EQ(m.size(), 8u);
+  const auto seeds = plan_cells(s);
+  const auto numbers = cell_id_numbers(s.name, m);
+  for (uint64_t i = 0; i < m.size(); ++i) {
+    EXPECT_EQ(seeds[i].id, task_id_for(s.name, m, i));
+    EXPECT_EQ(seeds[i].dims_json, m.cell(i).dump());
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(numbers[i]));
+    EXPECT_EQ(seeds[i].id, hex);
+  }
+}
+
 TEST_F(TaskCensusTest, GroupsInTheSuitesOrderWithClassesAndRates) {
   Suite s = load(kMatrix);
   seeded(s);
