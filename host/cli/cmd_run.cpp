@@ -61,6 +61,7 @@ int cmd_run(const GlobalOptions& g, const RunArgs& a) {
   options.db_path = default_db_path(suite.dir, suite.name, a.db);
   options.workers = a.workers;
   options.retry_failed = a.retry_failed;
+  options.forget_exhausted = a.forget_exhausted;
   options.rerun_stale = a.rerun_stale;
   // A mistyped slice is refused before the store, its lock or a run log is touched.
   Where::parse(Matrix(suite), a.where);

@@ -29,6 +29,7 @@ struct RunArgs {
   bool retry_failed = false;
   std::vector<std::string> retry_classes;  // --retry-class CLASS[,CLASS…], repeatable
   bool rerun_stale = false;
+  bool forget_exhausted = false;
   long grace_ms = 5000;
   bool no_progress = false;
   std::vector<std::string> where;  // dim=value[,value…], repeatable

@@ -88,6 +88,8 @@ int main(int argc, char** argv) {
       ->type_name("CLASS[,CLASS…]")
       ->allow_extra_args(false)  // one value per --retry-class: `--retry-class a b` is a usage error, not two classes
       ->excludes(retry_failed);
+  run_cmd->add_flag("--forget-exhausted", run.forget_exhausted,
+                    "Send to models whose quota ran out in an earlier run (their quota is back before its reset time)");
   run_cmd->add_flag("--rerun-stale", run.rerun_stale,
                     "Send done tasks again whose suite now builds a different request (old answers stay in history)");
   run_cmd->add_option("--grace-ms", run.grace_ms, "After SIGINT/SIGTERM, how long in-flight requests may finish")
@@ -95,11 +97,11 @@ int main(int argc, char** argv) {
   run_cmd->add_flag("--no-progress", run.no_progress, "No live progress line");
   const char* where_help = "Only this slice: DIM=VALUE[,VALUE…] (repeatable; globs allowed, e.g. prompt_type='flawed_*')";
   run_cmd->add_option("--where", run.where, where_help);
-
-  StatusArgs status;
   run_cmd->add_option("--results", run.results,
                       "Append one JSON line per finished task to FILE as it finishes (the export's fields)")
       ->type_name("FILE.jsonl");
+
+  StatusArgs status;
   auto* status_cmd = app.add_subcommand("status", "Completion and failures per group");
   status_cmd->add_option("suite", status.suite, "Suite file (Lua)")->required();
   status_cmd->add_option("--db", status.db, "Store path");

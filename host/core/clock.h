@@ -1,5 +1,7 @@
 #pragma once
 #include <chrono>
+#include <ctime>
+#include <string>
 
 namespace shepherd {
 
@@ -11,6 +13,16 @@ using Millis = std::chrono::milliseconds;
 inline double unix_now() {
   using namespace std::chrono;
   return duration<double>(system_clock::now().time_since_epoch()).count();
+}
+
+// "2026-12-02T18:00:00Z": a unix time as logs and messages show it.
+inline std::string utc_time_text(double unix_seconds) {
+  std::time_t t = static_cast<std::time_t>(unix_seconds);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
 }
 
 inline double ms_between(TimePoint a, TimePoint b) {

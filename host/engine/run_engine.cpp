@@ -21,6 +21,7 @@
 #include "core/redactor.h"
 #include "core/text.h"
 #include "core/logging.h"
+#include "engine/exhausted_memory.h"
 #include "engine/progress.h"
 #include "engine/run_context.h"
 #include "engine/task_worker.h"
@@ -82,7 +83,9 @@ class Run {
   RunReport execute();
 
  private:
-  void build_pool();  // keys, slots and the dispatcher
+  void build_pool(Store& store);  // keys, slots and the dispatcher
+  // Parks the slots whose quota ran out in an earlier run (engine/exhausted_memory.h).
+  void remember_exhaustion(Store& store, KeyPool& pool, const std::vector<std::pair<std::string, std::string>>& slot_names);
   // `affinity` (may be empty): the preferred key of a cell, or -1.
   // `hash_of`: the hash of the request the suite builds for a cell now.
   void plan(Store& store, RunReport& report, const std::function<int(uint64_t)>& affinity,
@@ -163,11 +166,12 @@ ExportRow finished_row(const Matrix& matrix, const TaskRuntime& t, const TaskRes
   return row;
 }
 
-void Run::build_pool() {
+void Run::build_pool(Store& store) {
   // Slots: every key of every provider, for each model that provider serves.
   // Several providers serving one model (Azure deployments) are slots of it.
   KeyPool pool(/*slow_start=*/true);
   ctx_.models = suite_.models;
+  std::vector<std::pair<std::string, std::string>> slot_names;  // (key id, model) per slot
   for (uint32_t p = 0; p < suite_.providers.size(); ++p) {
     const ProviderSpec& provider = suite_.providers[p];
     const BreakerSpec& b = provider.breaker;
@@ -185,10 +189,43 @@ void Run::build_pool() {
                       breaker);
         total_concurrency_ += static_cast<size_t>(std::max(1, l.concurrency));
         ctx_.slots.push_back(SlotBinding{key_index, provider.url_for(model)});
+        slot_names.emplace_back(key.id, model);
       }
     }
   }
-  dispatcher_ = std::make_unique<Dispatcher>(std::move(pool), 0);
+  remember_exhaustion(store, pool, slot_names);
+  // Models as resources start at the first one not remembered as exhausted.
+  uint32_t first = 0;
+  if (!suite_.model_is_dimension) {
+    while (first + 1 < ctx_.models.size() && !pool.model_usable(first)) ++first;
+    if (first > 0) spdlog::info("starting with {}: the models before it ran out of quota earlier", ctx_.models[first]);
+  }
+  dispatcher_ = std::make_unique<Dispatcher>(std::move(pool), first);
+}
+
+void Run::remember_exhaustion(Store& store, KeyPool& pool,
+                              const std::vector<std::pair<std::string, std::string>>& slot_names) {
+  if (options_.forget_exhausted) {
+    store.record_event(ctx_.run_id, "exhausted_forgotten", "{}");
+    spdlog::info("--forget-exhausted: models whose quota ran out in earlier runs are tried again");
+    return;
+  }
+  const double now = unix_now();
+  const TimePoint steady_now = SteadyClock::now();
+  for (const auto& r : remembered_exhaustion(store, suite_.name, now)) {
+    for (size_t slot = 0; slot < slot_names.size(); ++slot) {
+      if (slot_names[slot] != std::make_pair(r.key, r.model)) continue;
+      const TimePoint until = r.until == 0 ? TimePoint::max()
+                                           : steady_now + std::chrono::milliseconds(static_cast<int64_t>((r.until - now) * 1000));
+      pool.park_until(static_cast<int>(slot), until);
+      spdlog::warn("{} on key {} ran out of quota in an earlier run: not sent {} (run --forget-exhausted to try it now)",
+                   r.model, r.key, r.until == 0 ? std::string("again (no quota_resets time known)")
+                                                : "before " + utc_time_text(r.until));
+      nlohmann::json detail = {{"key", r.key}, {"model", r.model}, {"since", r.since}};
+      detail["until_unix"] = r.until == 0 ? nlohmann::json() : nlohmann::json(r.until);
+      store.record_event(ctx_.run_id, "quota_remembered", safe_dump(detail));
+    }
+  }
 }
 
 void Run::plan(Store& store, RunReport& report, const std::function<int(uint64_t)>& affinity,
@@ -441,7 +478,10 @@ void Run::handle(TaskWorker& worker, WorkerState& state, HttpResponse& r) {
     } else {
       spdlog::info("{} {}", e.kind, safe_dump(e.detail));
     }
-    writer_->push(EventRecord{ctx_.run_id, unix_now(), e.kind, safe_dump(e.detail)});
+    nlohmann::json detail = e.detail;
+    // The model by name: a later run remembers the exhaustion by it.
+    if (e.kind == "quota_parked") detail["model"] = ctx_.models.at(detail.value("model_index", 0u));
+    writer_->push(EventRecord{ctx_.run_id, unix_now(), e.kind, safe_dump(detail)});
   }
   ConversationRunner& conversations = worker.conversations();
   switch (out.kind) {
@@ -740,7 +780,7 @@ RunReport Run::execute() {
   ctx_.run_id = report.run_id = store.begin_run(info);
   fs::path log_dir = fs::absolute(options_.db_path).parent_path() / "logs";
   report.log_path = open_run_log(log_dir.string(), suite_.name, report.run_id);
-  build_pool();
+  build_pool(store);
   // Every Lua state is built here, so a broken policy stops the run before it starts.
   std::vector<std::unique_ptr<TaskWorker>> workers;
   for (int i = 0; i < std::max(1, options_.workers); ++i) workers.push_back(std::make_unique<TaskWorker>(ctx_));

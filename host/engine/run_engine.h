@@ -25,6 +25,7 @@ struct RunOptions {
   // of retry_failed.
   std::vector<std::string> retry_classes;
   bool rerun_stale = false;   // done tasks whose request changed are sent again
+  bool forget_exhausted = false;  // send to models whose quota ran out in earlier runs (engine/exhausted_memory.h)
   std::vector<std::string> where;  // "dim=value[,value…]": only this slice of the matrix (suite/where.h)
   nlohmann::json where_json;       // the same as a workflow's table {dim = value | {values}}, or null
   std::vector<std::string> only_tasks;  // non-empty: only these task ids (within the slice)

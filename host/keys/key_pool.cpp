@@ -5,6 +5,8 @@
 #include <utility>
 #include <ctime>
 
+#include "core/clock.h"
+
 namespace shepherd {
 
 namespace {
@@ -226,7 +228,12 @@ std::vector<PoolEvent> KeyPool::on_result(int slot, const SlotFeedback& f, doubl
   if (f.quota_exhausted) {
     const auto& reset = quota_reset_[static_cast<size_t>(slot)];
     s.parked_until = reset ? next_reset(*reset, now) : TimePoint::max();
-    events.push_back({"quota_parked", detail({{"until", iso_in(s.parked_until, now)}})});
+    // until_unix (null: no reset known) and the model let a later run
+    // remember the exhaustion instead of asking again (engine/exhausted_memory.h).
+    nlohmann::json until_unix;
+    if (reset) until_unix = unix_now() + std::chrono::duration<double>(s.parked_until - now).count();
+    events.push_back({"quota_parked", detail({{"until", iso_in(s.parked_until, now)}, {"model_index", s.model},
+                                              {"until_unix", until_unix}})});
   }
   // A key refused this model for good (no permission, no such model): park
   // the slot for the run, so a retry storm across keys ends once each key has
@@ -278,6 +285,8 @@ std::vector<PoolEvent> KeyPool::on_result(int slot, const SlotFeedback& f, doubl
   update_pacing(s, now);
   return events;
 }
+
+void KeyPool::park_until(int slot, TimePoint until) { slots_[static_cast<size_t>(slot)].parked_until = until; }
 
 void KeyPool::park_for_run(KeySlot& s, int slot, const char* reason, long status, std::vector<PoolEvent>& events) {
   s.parked_until = TimePoint::max();

@@ -109,6 +109,9 @@ class KeyPool {
   // tokens reserved for it go back.
   void release(int slot, double tokens_reserved = 0, TimePoint now = {});
 
+  // The slot takes no request before `until` (TimePoint::max(): this run).
+  void park_until(int slot, TimePoint until);
+
   // When a slot of `model` may next become eligible for a reason other than
   // room in flight (cooldown, pacing, breaker, parking); `now` if one is ready.
   TimePoint next_ready(uint32_t model, TimePoint now) const;

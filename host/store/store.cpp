@@ -469,6 +469,17 @@ double Store::last_alert_at(const std::string& suite, const std::string& name) {
   });
 }
 
+void Store::record_event(int64_t run, const std::string& kind, const std::string& detail_json) {
+  details::guard(codes::STORE_WRITE_FAILED, db_->getFilename(), "record an event", [&] {
+    SQLite::Statement insert(*db_, "INSERT INTO events(run, at, kind, detail) VALUES(?, ?, ?, ?)");
+    insert.bind(1, run);
+    insert.bind(2, unix_now());
+    insert.bind(3, kind);
+    insert.bind(4, detail_json);
+    insert.exec();
+  });
+}
+
 void Store::record_alert(const std::string& detail_json, double at) {
   details::guard(codes::STORE_WRITE_FAILED, db_->getFilename(), "record an alert", [&] {
     SQLite::Statement insert(*db_, "INSERT INTO events(run, at, kind, detail) VALUES(NULL, ?, 'alert', ?)");
@@ -503,12 +514,16 @@ std::map<std::string, double> Store::maintained_at(const std::string& suite) {
   });
 }
 
-nlohmann::json Store::events(const std::string& suite) {
+nlohmann::json Store::events(const std::string& suite, const std::vector<std::string>& kinds) {
   return details::guard(codes::IO_ERROR, db_->getFilename(), "read events", [&] {
+    std::string only;
+    for (size_t i = 0; i < kinds.size(); ++i) only += i ? ", ?" : " AND e.kind IN (?";
+    if (!kinds.empty()) only += ")";
     SQLite::Statement query(*db_,
                             "SELECT e.run, e.at, e.kind, e.detail FROM events e "
-                            "JOIN runs r ON r.id = e.run WHERE r.suite = ? ORDER BY e.at, e.id");
+                            "JOIN runs r ON r.id = e.run WHERE r.suite = ?" + only + " ORDER BY e.at, e.id");
     query.bind(1, suite);
+    for (size_t i = 0; i < kinds.size(); ++i) query.bind(static_cast<int>(i) + 2, kinds[i]);
     json out = json::array();
     while (query.executeStep()) {
       const SQLite::Column detail = query.getColumn(3);

@@ -142,8 +142,10 @@ class Store {
   // The detail of the newest event of `kind` in the suite's newest run that has one, or null.
   nlohmann::json latest_event(const std::string& suite, const std::string& kind);
 
-  // All events, oldest first, as {"run","at","kind","detail"}.
-  nlohmann::json events(const std::string& suite);
+  // The suite's run events, oldest first, as {"run","at","kind","detail"};
+  // only those of `kinds` when given.
+  nlohmann::json events(const std::string& suite, const std::vector<std::string>& kinds = {});
+  void record_event(int64_t run, const std::string& kind, const std::string& detail_json);
 
   bool integrity_ok();
   SQLite::Database& db();

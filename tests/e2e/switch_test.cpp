@@ -1,5 +1,8 @@
 // Models as resources: an exhausted model gives way to the next one and is
 // never used again in the run; with none left the run stops, results kept.
+#include <ctime>
+
+#include <SQLiteCpp/Database.h>
 #include <gtest/gtest.h>
 
 #include "harness.h"
@@ -66,9 +69,12 @@ TEST(Switch, AllModelsExhaustedStopsWithExitThreeAndKeepsProgress) {
   int requests = mock.stats()["requests"].get<int>();
   EXPECT_LE(requests, 15 + 3 * 4) << "after the last model ran out, nothing more was sent";
 
-  // A later run (quota back) continues the unfinished tasks only.
+  // A later run remembers the exhaustion: nothing is sent.
   mock.reset();
-  ASSERT_EQ(shepherd({"run", suite}, key_env(1)).exit_code, 3);  // the mock's quota is 5 per model again
+  ASSERT_EQ(shepherd({"run", suite}, key_env(1)).exit_code, 3);
+  EXPECT_EQ(mock.stats()["requests"], 0);
+  // With the quota back (--forget-exhausted) it continues the unfinished tasks only.
+  ASSERT_EQ(shepherd({"run", suite, "--forget-exhausted"}, key_env(1)).exit_code, 3);  // 5 per model again
   EXPECT_EQ(query(db, "SELECT count(*) FROM tasks WHERE state = 'done'"), "30");
 }
 
@@ -93,4 +99,63 @@ TEST(Switch, TheSwitchPolicyChoosesAndIsOverruledWhenItCheats) {
   EXPECT_NE(query(dir2.file("e2e.db"), "SELECT json_extract(detail, '$.why') FROM events WHERE kind = 'model_switch'")
                 .find("not an unused model"),
             std::string::npos);
+}
+
+// A model whose quota ran out stays out of later runs: the next run sends
+// nothing to it (no 403 asked again) until --forget-exhausted.
+TEST(Switch, ExhaustedModelsAreRememberedAcrossRuns) {
+  Mock mock(nlohmann::json{{"latency", 5}, {"quota", {{"m-a", 10}}}});
+  TempDir dir;
+  std::string suite = resource_suite(dir, mock, 20);
+  ASSERT_EQ(shepherd({"run", suite}, key_env(1)).exit_code, 0);
+  const int refused = mock.stats()["by_model"]["m-a"]["quota_exhausted"].get<int>();
+  ASSERT_GE(refused, 1);
+  std::string db = dir.file("e2e.db");
+  EXPECT_EQ(query(db, "SELECT json_extract(detail, '$.model') FROM events WHERE kind = 'quota_parked' LIMIT 1"), "m-a");
+
+  // Twenty more inputs: none goes to m-a, not even to ask.
+  resource_suite(dir, mock, 40);
+  Result second = shepherd({"run", suite}, key_env(1));
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  auto stats = mock.stats();
+  EXPECT_EQ(stats["by_model"]["m-a"]["quota_exhausted"].get<int>(), refused) << "m-a was asked again";
+  EXPECT_EQ(stats["by_model"]["m-a"]["ok"], 10);
+  EXPECT_NE(second.err.find("ran out of quota in an earlier run"), std::string::npos) << second.err;
+  EXPECT_EQ(query(db, "SELECT count(*) FROM events WHERE kind = 'quota_remembered'"), "1");
+  EXPECT_EQ(query(db, "SELECT count(*) FROM tasks WHERE state = 'done' AND model = 'm-b'"), "30");
+
+  // --forget-exhausted: m-a is tried again (and refuses again).
+  resource_suite(dir, mock, 50);
+  Result third = shepherd({"run", suite, "--forget-exhausted"}, key_env(1));
+  ASSERT_EQ(third.exit_code, 0) << third.err;
+  EXPECT_GT(mock.stats()["by_model"]["m-a"]["quota_exhausted"].get<int>(), refused);
+  EXPECT_EQ(query(db, "SELECT count(*) FROM events WHERE kind = 'exhausted_forgotten'"), "1");
+}
+
+// With the provider's quota_resets time known, the memory ends there.
+TEST(Switch, RememberedExhaustionEndsAtTheQuotaResetTime) {
+  Mock mock(nlohmann::json{{"latency", 5}, {"quota", {{"m-a", 3}}}});
+  TempDir dir;
+  SuiteSpec s = suite_at(mock.base_url());
+  s.models = {"m-a", "m-b"};
+  s.concurrency = 2;
+  s.provider_extra = "quota_resets = '00:00',";
+  s.matrix = "{ instance = { 1, 2, 3, 4, 5, 6, 7, 8 } }";
+  s.extra = "  models = { 'm-a', 'm-b' },\n";
+  std::string suite = dir.write("r.lua", s.text());
+  ASSERT_EQ(shepherd({"run", suite}, key_env(1)).exit_code, 0);
+  std::string db = dir.file("e2e.db");
+  const double until = std::stod(query(db, "SELECT json_extract(detail, '$.until_unix') FROM events WHERE kind = "
+                                           "'quota_parked' LIMIT 1"));
+  const double now = static_cast<double>(std::time(nullptr));
+  EXPECT_GT(until, now);
+  EXPECT_LE(until, now + 24 * 3600 + 5) << "the next 00:00 UTC";
+  // Pretend the reset has passed: m-a is asked again.
+  SQLite::Database(db, SQLite::OPEN_READWRITE)
+      .exec("UPDATE events SET detail = json_set(detail, '$.until_unix', 1) WHERE kind = 'quota_parked'");
+  const int before = mock.stats()["by_model"]["m-a"]["quota_exhausted"].get<int>();
+  s.matrix = "{ instance = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 } }";
+  dir.write("r.lua", s.text());
+  ASSERT_EQ(shepherd({"run", suite}, key_env(1)).exit_code, 0);
+  EXPECT_GT(mock.stats()["by_model"]["m-a"]["quota_exhausted"].get<int>(), before);
 }
