@@ -27,7 +27,8 @@ if #ids == 0 then
   return 0
 end
 shepherd.log.info(#ids .. " tasks of " .. model .. " failed on quota: sending them again")
-local result, rcode, rmessage = s:run{ tasks = ids, retry_failed = true, where = { model = model } }
+local result, rcode, rmessage = s:run{ tasks = ids, retry_failed = true, where = { model = model },
+                                     forget_exhausted = true }  -- the quota is back: the store's memory of it is not
 if not result then
   io.stderr:write("shepherd: error ", rcode, ": ", rmessage, "\n")
   return 1

@@ -223,6 +223,7 @@ int view_run(lua_State* L) {
     slice.where = opts.value("where", nlohmann::json());
     slice.tasks = string_list(opts.value("tasks", nlohmann::json()), "tasks");
     slice.retry_failed = opts.value("retry_failed", false);
+    slice.forget_exhausted = opts.value("forget_exhausted", false);
     if (auto it = opts.find("retry_classes"); it != opts.end()) {
       // An empty list names nothing to retry: misuse, as `--retry-class ''` is.
       bool empty = it->is_null() || (it->is_object() && it->empty());

@@ -148,6 +148,7 @@ RunReport SuiteView::run(const SliceRun& slice) {
   options.where_json = slice.where;
   options.only_tasks = slice.tasks;
   options.retry_failed = slice.retry_failed;
+  options.forget_exhausted = slice.forget_exhausted;
   options.retry_classes = slice.retry_classes;
   options.live_progress = slice.progress;
   return run_suite(runnable, options);

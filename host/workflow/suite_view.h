@@ -21,6 +21,7 @@ struct SliceRun {
   nlohmann::json where;  // {dim = value | {values}} or null
   std::vector<std::string> tasks;
   bool retry_failed = false;
+  bool forget_exhausted = false;  // as run --forget-exhausted
   std::vector<std::string> retry_classes;  // non-empty: only failed tasks of these last classes (RunOptions)
   bool progress = false;
 };

@@ -266,6 +266,7 @@ function SuiteHandle:events(options) end
 ---@field where? shepherd.Where
 ---@field tasks? string[]|string  only these task ids (a list, or "a,b")
 ---@field retry_failed? boolean   failed tasks of the slice run again, whatever their class
+---@field forget_exhausted? boolean  send to models whose quota ran out in an earlier run, as `run --forget-exhausted`
 ---@field retry_classes? string[]|string  only failed tasks of the slice whose last class is one of these run again (a list, or "a,b"; not empty; not with retry_failed), as `run --retry-class`
 ---@field progress? boolean       live progress on the terminal
 
